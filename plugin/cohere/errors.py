@@ -1,0 +1,142 @@
+"""Cohere-shaped errors: one exception type and the wire body every client can read.
+
+Cohere answers `{"message", "id"}`; the seed API page shows `{"type", "message", "code"}`.
+We send the union so both kinds of client read it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+from pydantic import ValidationError
+
+# Statuses the cohere SDK maps to its own exception classes (402 is ours: budget exhausted).
+_COHERE_STATUSES = frozenset({400, 401, 402, 403, 404, 422, 429, 498, 499, 500, 501, 503, 504})
+
+_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "budget_exceeded_error",
+    403: "permission_error",
+    404: "not_found_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+    499: "client_closed_request",
+    501: "not_implemented_error",
+    503: "service_unavailable_error",
+    504: "timeout_error",
+}
+
+_CODES = {
+    400: "invalid_request",
+    401: "unauthorized",
+    402: "budget_exceeded",
+    403: "forbidden",
+    404: "not_found",
+    422: "unprocessable_entity",
+    429: "too_many_requests",
+    499: "client_closed_request",
+    501: "not_implemented",
+    503: "service_unavailable",
+    504: "gateway_timeout",
+}
+
+
+class CohereError(Exception):
+    """An error to answer in Cohere's shape with `status`. `message` must never carry a secret."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        code: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code or _CODES.get(status, "internal_error" if status >= 500 else "invalid_request")
+        self.headers = dict(headers or {})
+
+    def body(self, request_id: str) -> dict[str, str]:
+        return {
+            "type": _TYPES.get(self.status, "api_error" if self.status >= 500 else "invalid_request_error"),
+            "message": self.message,
+            "code": self.code,
+            "id": request_id,
+        }
+
+
+# Anything that looks like a credential: API keys (sk-...), JWTs, bearer tokens.
+_SECRET = re.compile(r"(?:\bsk-[A-Za-z0-9._\-]{4,}|\beyJ[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*"
+                     r"|(?i:bearer)\s+[^\s,;\"']+)")
+
+
+def redact(text: str) -> str:
+    """`text` with every credential-looking token replaced, for messages that came from elsewhere."""
+    return _SECRET.sub("[redacted]", text)
+
+
+def cohere_status(upstream_status: int) -> int:
+    """The Cohere status for an HTTP status LiteLLM or a provider answered with."""
+    if upstream_status in _COHERE_STATUSES:
+        return upstream_status
+    if upstream_status == 408:
+        return 504
+    if upstream_status == 502:
+        return 503
+    return 500 if upstream_status >= 500 or upstream_status < 400 else 400
+
+
+def field_path(loc: tuple[int | str, ...]) -> str:
+    """`("messages", 0, "tool", "tool_call_id")` -> `messages[0].tool_call_id`.
+
+    Pydantic puts the chosen branch of a tagged union (`tool`, `text`, `str`, `list[...]`) into the
+    location; a client knows its own field names, not our branch names, so those are left out.
+    """
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in _BRANCH_NAMES or "[" in part or part.startswith(("function-", "json-")):
+            continue
+        else:
+            out += f".{part}" if out else part
+    return out or "body"
+
+
+_BRANCH_NAMES = frozenset(
+    {"system", "user", "assistant", "tool", "text", "image_url", "thinking", "document", "json_object",
+     "str", "int", "float", "bool", "list", "dict", "Document", "none"}
+)
+
+
+def from_validation_error(error: ValidationError) -> CohereError:
+    """The first problem of a request that failed validation, naming the field."""
+    problems = error.errors(include_url=False)
+    # A value that fits no branch of a union is reported once per branch; the deepest report is the
+    # one about what the client meant (`content[0].type`, not "content is not a string").
+    first = max(problems, key=lambda problem: len(problem["loc"]))
+    kind = first["type"]
+    if kind == "json_invalid":
+        return CohereError(400, f"request body is not valid JSON: {first['ctx'].get('error', 'parse error')}",
+                           code="invalid_json")
+    if kind == "model_type" and not first["loc"]:
+        return CohereError(400, "request body must be a JSON object", code="invalid_json")
+    field = field_path(tuple(first["loc"]))
+    message = first["msg"]
+    if kind == "missing":
+        return CohereError(400, f"{field} is required", code="missing_field")
+    if kind == "union_tag_invalid":
+        ctx = first["ctx"]
+        tag_field = ctx["discriminator"].strip("'")
+        return CohereError(
+            400,
+            f"{field}.{tag_field}: unknown value {ctx['tag']!r}, expected one of {ctx['expected_tags']}",
+            code="invalid_field",
+        )
+    given = first.get("input")
+    if isinstance(given, (int, float, str, bool)) and len(repr(given)) <= 80:
+        message = f"{message}, got {given!r}"
+    return CohereError(400, f"{field}: {message}", code="invalid_field")

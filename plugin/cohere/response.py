@@ -1,0 +1,102 @@
+"""OpenAI chat-completion response (as LiteLLM returns it) -> Cohere v2 chat response."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+_FINISH_REASONS = {
+    "stop": "COMPLETE",
+    "length": "MAX_TOKENS",
+    "tool_calls": "TOOL_CALL",
+    "function_call": "TOOL_CALL",
+    "content_filter": "ERROR",
+}
+
+
+def finish_reason(openai_reason: str | None, matched_stop: object = None,
+                  stop_sequences: Sequence[str] | None = None) -> str:
+    """Cohere's finish reason. OpenAI says "stop" for a natural end and a stop sequence alike;
+    providers that tell them apart report the matched sequence (`stop_reason`), which we honour."""
+    if openai_reason == "stop" and isinstance(matched_stop, str) and stop_sequences \
+            and matched_stop in stop_sequences:
+        return "STOP_SEQUENCE"
+    if openai_reason == "stop_sequence":
+        return "STOP_SEQUENCE"
+    return _FINISH_REASONS.get(openai_reason or "stop", "COMPLETE")
+
+
+def usage(openai_usage: Mapping[str, Any] | None) -> dict[str, Any]:
+    openai_usage = openai_usage or {}
+    prompt = int(openai_usage.get("prompt_tokens") or 0)
+    completion = int(openai_usage.get("completion_tokens") or 0)
+    details = openai_usage.get("prompt_tokens_details") or {}
+    cached = int(details.get("cached_tokens") or openai_usage.get("cache_read_input_tokens") or 0)
+    tokens = {"input_tokens": prompt, "output_tokens": completion}
+    return {"billed_units": dict(tokens), "tokens": tokens, "cached_tokens": cached}
+
+
+def logprob_items(openai_logprobs: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """One Cohere item per token. Providers behind OpenAI's format report token text, not ids."""
+    if not openai_logprobs:
+        return []
+    return [
+        {"text": token.get("token", ""), "token_ids": [], "logprobs": [token.get("logprob", 0.0)]}
+        for token in openai_logprobs.get("content") or []
+    ]
+
+
+def tool_call(openai_call: Mapping[str, Any]) -> dict[str, Any]:
+    function = openai_call.get("function") or {}
+    return {
+        "id": openai_call.get("id") or "",
+        "type": "function",
+        "function": {"name": function.get("name") or "", "arguments": function.get("arguments") or ""},
+    }
+
+
+def reasoning_text(message: Mapping[str, Any]) -> str:
+    """The model's thinking, from LiteLLM's `reasoning_content` or its Anthropic-style blocks."""
+    text = message.get("reasoning_content") or message.get("reasoning")
+    if text:
+        return text
+    blocks = message.get("thinking_blocks") or []
+    return "".join(block.get("thinking") or "" for block in blocks if isinstance(block, Mapping))
+
+
+def to_cohere_response(openai: Mapping[str, Any], stop_sequences: Sequence[str] | None = None,
+                       with_logprobs: bool = False) -> dict[str, Any]:
+    choice = (openai.get("choices") or [{}])[0]
+    message = choice.get("message") or {}
+    text = message.get("content") or ""
+    calls = message.get("tool_calls") or []
+
+    content: list[dict[str, Any]] = []
+    thinking = reasoning_text(message)
+    if thinking:
+        content.append({"type": "thinking", "thinking": thinking})
+    cohere_message: dict[str, Any] = {"role": "assistant"}
+    if calls:
+        # Text beside tool calls is the model's plan for them: Cohere's `tool_plan`.
+        if text:
+            cohere_message["tool_plan"] = text
+        cohere_message["tool_calls"] = [tool_call(call) for call in calls]
+    elif text or not thinking:
+        content.append({"type": "text", "text": text})
+    if content:
+        cohere_message["content"] = content
+
+    provider_fields = choice.get("provider_specific_fields") or {}
+    matched_stop = choice.get("stop_reason", provider_fields.get("stop_reason"))
+    reason = finish_reason(choice.get("finish_reason"), matched_stop, stop_sequences)
+    if calls and reason == "COMPLETE":
+        reason = "TOOL_CALL"
+    response: dict[str, Any] = {
+        "id": openai.get("id") or "",
+        "finish_reason": reason,
+        "message": cohere_message,
+        "usage": usage(openai.get("usage")),
+    }
+    if with_logprobs:
+        response["logprobs"] = logprob_items(choice.get("logprobs"))
+    return response

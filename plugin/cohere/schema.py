@@ -1,0 +1,185 @@
+"""The Cohere v2 chat request, as Cohere's SDK and the seed API page send it.
+
+Both spellings are accepted where the two differ (`logprobs`/`log_probs`,
+`strict_tools`/`strict_tool_choice`, safety mode `OFF`/`NONE`). Unknown top-level fields are
+ignored so newer clients keep working; unknown roles and content types are refused.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import CohereError, from_validation_error
+
+
+class _Schema(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+
+class TextContent(_Schema):
+    type: Literal["text"]
+    text: str
+
+
+class ImageUrl(_Schema):
+    url: str
+    detail: Literal["auto", "low", "high"] | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _http_or_data_uri(cls, url: str) -> str:
+        if not url.startswith(("http://", "https://", "data:")):
+            raise ValueError("must be an http(s) URL or a base64 data URI")
+        return url
+
+
+class ImageContent(_Schema):
+    type: Literal["image_url"]
+    image_url: ImageUrl
+
+
+class ThinkingContent(_Schema):
+    type: Literal["thinking"]
+    thinking: str
+
+
+class Document(_Schema):
+    data: dict[str, Any]
+    id: str | None = None
+
+
+class DocumentContent(_Schema):
+    type: Literal["document"]
+    document: Document
+
+
+UserContent = Annotated[TextContent | ImageContent, Field(discriminator="type")]
+AssistantContent = Annotated[TextContent | ThinkingContent, Field(discriminator="type")]
+ToolContent = Annotated[TextContent | DocumentContent, Field(discriminator="type")]
+
+
+class ToolCallFunction(_Schema):
+    name: str
+    # A JSON string as Cohere sends it; an object is accepted and re-serialised.
+    arguments: str | dict[str, Any] = ""
+
+
+class ToolCall(_Schema):
+    id: str
+    type: Literal["function"] = "function"
+    function: ToolCallFunction
+
+
+class SystemMessage(_Schema):
+    role: Literal["system"]
+    content: str | list[TextContent]
+
+
+class UserMessage(_Schema):
+    role: Literal["user"]
+    content: str | list[UserContent]
+
+
+class AssistantMessage(_Schema):
+    role: Literal["assistant"]
+    content: str | list[AssistantContent] | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_plan: str | None = None
+    citations: list[Any] | None = None
+
+
+class ToolMessage(_Schema):
+    role: Literal["tool"]
+    tool_call_id: str
+    content: str | list[ToolContent]
+
+
+Message = Annotated[
+    SystemMessage | UserMessage | AssistantMessage | ToolMessage, Field(discriminator="role")
+]
+
+
+class FunctionDefinition(_Schema):
+    name: str = Field(min_length=1)
+    description: str | None = None
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+
+class Tool(_Schema):
+    type: Literal["function"] = "function"
+    function: FunctionDefinition
+
+
+class Thinking(_Schema):
+    type: Literal["enabled", "disabled"]
+    token_budget: int | None = Field(default=None, gt=0)
+
+
+class TextFormat(_Schema):
+    type: Literal["text"]
+
+
+class JsonObjectFormat(_Schema):
+    type: Literal["json_object"]
+    json_schema: dict[str, Any] | None = None
+
+
+ResponseFormat = Annotated[TextFormat | JsonObjectFormat, Field(discriminator="type")]
+
+
+class CitationOptions(_Schema):
+    mode: Literal["ENABLED", "DISABLED", "FAST", "ACCURATE", "OFF"] | None = None
+
+
+def _upper(value: object) -> object:
+    return value.upper() if isinstance(value, str) else value
+
+
+class ChatRequest(_Schema):
+    model: str = Field(min_length=1)
+    messages: list[Message] = Field(min_length=1)
+    tools: list[Tool] | None = None
+    tool_choice: Literal["AUTO", "NONE", "REQUIRED"] | None = None
+    strict_tools: bool | None = Field(
+        default=None, validation_alias=AliasChoices("strict_tools", "strict_tool_choice")
+    )
+    documents: list[str | Document] | None = None
+    citation_options: CitationOptions | None = None
+    response_format: ResponseFormat | None = None
+    safety_mode: Literal["CONTEXTUAL", "STRICT", "OFF"] | None = None
+    max_tokens: int | None = Field(default=None, ge=1)
+    stop_sequences: list[str] | None = Field(default=None, max_length=5)
+    temperature: float | None = Field(default=None, ge=0, le=1)
+    seed: int | None = None
+    frequency_penalty: float | None = Field(default=None, ge=0, le=1)
+    presence_penalty: float | None = Field(default=None, ge=0, le=1)
+    k: int | None = Field(default=None, ge=0, le=500)
+    p: float | None = Field(default=None, ge=0.01, le=0.99)
+    logprobs: bool | None = Field(default=None, validation_alias=AliasChoices("logprobs", "log_probs"))
+    thinking: Thinking | None = None
+    priority: int | None = Field(default=None, ge=0, le=999)
+    stream: bool | None = None
+
+    @field_validator("tool_choice", mode="before")
+    @classmethod
+    def _tool_choice_any_case(cls, value: object) -> object:
+        return _upper(value)
+
+    @field_validator("safety_mode", mode="before")
+    @classmethod
+    def _safety_mode_none_is_off(cls, value: object) -> object:
+        value = _upper(value)
+        return "OFF" if value == "NONE" else value
+
+
+def parse_chat_request(body: bytes) -> ChatRequest:
+    """Validate a raw request body; a bad one raises `CohereError` (400) naming the field."""
+    try:
+        return ChatRequest.model_validate_json(body)
+    except ValidationError as error:
+        raise from_validation_error(error) from None
+
+
+__all__ = ["ChatRequest", "CohereError", "parse_chat_request"]

@@ -1,0 +1,4 @@
+"""What `config.yaml` names. LiteLLM may execute this file from its path, once per reference, so it
+holds nothing but imports of the real package (whose state lives once in `sys.modules`)."""
+
+from plugin.entry import cohere_v2_chat  # noqa: F401

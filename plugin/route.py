@@ -1,0 +1,88 @@
+"""`POST /litellm/cohere/v2/chat`: auth -> validate -> translate -> LiteLLM -> translate back."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+
+from . import host
+from .cohere.errors import CohereError, redact
+from .cohere.request import to_openai_request
+from .cohere.response import to_cohere_response
+from .cohere.schema import ChatRequest, parse_chat_request
+from .cohere.stream import CohereStream, sse
+
+PATH = "/litellm/cohere/v2/chat"
+
+router = APIRouter()
+
+
+@router.post(PATH, tags=["Cohere v2 chat (MPilot)"])
+async def cohere_v2_chat(
+    request: Request,
+    caller: Annotated[host.Caller | CohereError, Depends(host.caller_or_refusal)],
+) -> Response:
+    """Cohere's v2 chat API, served by any model the proxy's router can reach."""
+    if isinstance(caller, CohereError):
+        return error_response(caller)
+    try:
+        chat = parse_chat_request(await request.body())
+        result, headers = await host.complete(
+            request, caller, to_openai_request(chat), frames=lambda openai: cohere_frames(openai, chat)
+        )
+    except CohereError as error:
+        return error_response(error)
+    if isinstance(result, Response):
+        return result
+    body = to_cohere_response(result, chat.stop_sequences, with_logprobs=bool(chat.logprobs))
+    return Response(
+        content=json.dumps(body, ensure_ascii=False, separators=(",", ":")),
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+def error_response(error: CohereError) -> Response:
+    headers = dict(error.headers)
+    body = error.body(host.call_id(headers))
+    return Response(
+        content=json.dumps(body), status_code=error.status, media_type="application/json", headers=headers
+    )
+
+
+async def cohere_frames(openai_frames: AsyncIterator[str], chat: ChatRequest) -> AsyncIterator[str]:
+    """LiteLLM's OpenAI-format SSE frames, as Cohere v2 stream events, chunk by chunk."""
+    stream = CohereStream(chat.stop_sequences, with_logprobs=bool(chat.logprobs))
+    try:
+        async for raw in openai_frames:
+            frame = raw.decode() if isinstance(raw, bytes) else raw
+            if not frame.startswith("data: "):
+                yield frame  # keep-alive comments
+                continue
+            payload = frame[6:].strip()
+            if payload == "[DONE]":
+                for event in stream.finish():
+                    yield sse(event)
+                continue
+            chunk = json.loads(payload)
+            error = chunk.get("error")
+            if error is None:
+                for event in stream.feed(chunk):
+                    yield sse(event)
+            elif not stream.started:
+                # Nothing sent yet: LiteLLM turns this frame into a JSON error with its status.
+                yield frame
+                return
+            else:
+                message = redact(str(error.get("message") or "upstream error"))
+                timed_out = str(error.get("code")) in ("408", "504")
+                for event in stream.fail(message, timed_out=timed_out):
+                    yield sse(event)
+        for event in stream.finish():
+            yield sse(event)
+    finally:
+        await openai_frames.aclose()

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import cohere
+import httpx
+import pytest
+
+from .fake_upstream import FakeUpstream
+from .harness import MASTER_KEY, ProxyProcess, proxy_config_for
+
+
+@pytest.fixture(scope="session")
+def upstream() -> Iterator[FakeUpstream]:
+    server = FakeUpstream().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def proxy(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyProcess]:
+    """One proxy for the session: the shipped config's plugin registration, models on the fake upstream."""
+    process = ProxyProcess(proxy_config_for(upstream), tmp_path_factory.mktemp("proxy")).start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def fake(upstream: FakeUpstream) -> FakeUpstream:
+    """The upstream with an empty script and no recorded requests."""
+    upstream.reset()
+    return upstream
+
+
+@pytest.fixture
+def co(proxy: ProxyProcess) -> cohere.ClientV2:
+    return cohere.ClientV2(api_key=MASTER_KEY, base_url=f"{proxy.url}/litellm/cohere", timeout=30)
+
+
+@pytest.fixture
+def co_no_retry(proxy: ProxyProcess) -> cohere.ClientV2:
+    """For errors: the SDK retries 408/409/429/5xx twice unless told not to."""
+    return cohere.ClientV2(api_key=MASTER_KEY, base_url=f"{proxy.url}/litellm/cohere", timeout=30, max_retries=0)
+
+
+@pytest.fixture
+def http(proxy: ProxyProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=proxy.url, headers={"Authorization": f"Bearer {MASTER_KEY}"}, timeout=30) as client:
+        yield client

@@ -1,0 +1,203 @@
+"""A small OpenAI-compatible chat server on loopback that the tests script and inspect.
+
+The one faked edge of the system: LiteLLM's router talks to it as to any OpenAI-compatible
+provider. Each request takes the next scripted `Reply` (or the default one) and is recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, StreamingResponse
+from starlette.routing import Route
+
+
+@dataclass
+class Reply:
+    text: str = "Hello from the fake upstream."
+    reasoning: str | None = None
+    tool_calls: list[dict[str, str]] = field(default_factory=list)  # [{"id", "name", "arguments"}]
+    finish_reason: str | None = None  # default: "tool_calls" when there are tool calls, else "stop"
+    stop_reason: str | None = None  # vLLM-style: the stop sequence that ended the answer
+    prompt_tokens: int = 11
+    completion_tokens: int = 7
+    cached_tokens: int = 0
+    status: int = 200  # an error answer when not 200
+    error_message: str = "upstream failure"
+    delay: float = 0.0  # seconds before answering
+    chunk_delay: float = 0.0  # seconds between stream chunks
+    break_after: int | None = None  # stream: drop the connection after this many chunks
+    chunk_size: int = 4  # characters of text per stream chunk
+
+    def finish(self) -> str:
+        return self.finish_reason or ("tool_calls" if self.tool_calls else "stop")
+
+
+@dataclass
+class Seen:
+    body: dict[str, Any]
+    headers: dict[str, str]
+
+
+class FakeUpstream:
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        self.requests: list[Seen] = []
+        self.disconnects = 0  # streams the caller abandoned before their end
+        self._script: deque[Reply] = deque()
+        self._lock = threading.Lock()
+        app = Starlette(routes=[Route("/v1/chat/completions", self._chat, methods=["POST"])])
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+
+    def start(self) -> FakeUpstream:
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("fake upstream did not start")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=5)
+
+    def script(self, *replies: Reply) -> None:
+        with self._lock:
+            self._script.extend(replies)
+
+    def reset(self) -> None:
+        with self._lock:
+            self._script.clear()
+            self.requests.clear()
+            self.disconnects = 0
+
+    @property
+    def last(self) -> dict[str, Any]:
+        return self.requests[-1].body
+
+    def _next(self) -> Reply:
+        with self._lock:
+            return self._script.popleft() if self._script else Reply()
+
+    async def _chat(self, request: Request) -> Any:
+        body = await request.json()
+        self.requests.append(Seen(body=body, headers=dict(request.headers)))
+        reply = self._next()
+        if reply.delay:
+            await asyncio.sleep(reply.delay)
+        if reply.status != 200:
+            return JSONResponse(
+                {"error": {"message": reply.error_message, "type": "upstream_error", "code": str(reply.status)}},
+                status_code=reply.status,
+            )
+        if body.get("stream"):
+            return StreamingResponse(self._stream(body, reply), media_type="text/event-stream")
+        return JSONResponse(_completion(body, reply))
+
+    async def _stream(self, body: dict[str, Any], reply: Reply):
+        chunks = _chunks(body, reply)
+        sent = 0
+        try:
+            for chunk in chunks:
+                if reply.break_after is not None and sent >= reply.break_after:
+                    raise ConnectionAbortedError("fake upstream dropped the stream")
+                yield f"data: {json.dumps(chunk)}\n\n"
+                sent += 1
+                if reply.chunk_delay:
+                    await asyncio.sleep(reply.chunk_delay)
+            yield "data: [DONE]\n\n"
+        except (asyncio.CancelledError, GeneratorExit):
+            self.disconnects += 1
+            raise
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _usage(reply: Reply) -> dict[str, Any]:
+    return {
+        "prompt_tokens": reply.prompt_tokens,
+        "completion_tokens": reply.completion_tokens,
+        "total_tokens": reply.prompt_tokens + reply.completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": reply.cached_tokens},
+    }
+
+
+def _token_logprobs(text: str) -> dict[str, Any]:
+    tokens = text.split(" ")
+    return {"content": [
+        {"token": (t if i == len(tokens) - 1 else t + " "), "logprob": -0.1 * (i + 1), "bytes": None,
+         "top_logprobs": []}
+        for i, t in enumerate(tokens)
+    ]}
+
+
+def _completion(body: dict[str, Any], reply: Reply) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": reply.text or None}
+    if reply.reasoning:
+        message["reasoning_content"] = reply.reasoning
+    if reply.tool_calls:
+        message["tool_calls"] = [
+            {"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}
+            for c in reply.tool_calls
+        ]
+    choice: dict[str, Any] = {"index": 0, "message": message, "finish_reason": reply.finish()}
+    if reply.stop_reason is not None:
+        choice["stop_reason"] = reply.stop_reason
+    if body.get("logprobs") and reply.text:
+        choice["logprobs"] = _token_logprobs(reply.text)
+    return {
+        "id": "chatcmpl-fake-1",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": body.get("model", "fake"),
+        "choices": [choice],
+        "usage": _usage(reply),
+    }
+
+
+def _chunks(body: dict[str, Any], reply: Reply) -> list[dict[str, Any]]:
+    def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> dict[str, Any]:
+        choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish, **extra}
+        return {"id": "chatcmpl-fake-stream", "object": "chat.completion.chunk", "created": int(time.time()),
+                "model": body.get("model", "fake"), "choices": [choice]}
+
+    out = [chunk({"role": "assistant", "content": ""})]
+    if reply.reasoning:
+        for i in range(0, len(reply.reasoning), reply.chunk_size):
+            out.append(chunk({"reasoning_content": reply.reasoning[i:i + reply.chunk_size]}))
+    text = reply.text or ""
+    for i in range(0, len(text), reply.chunk_size):
+        piece = text[i:i + reply.chunk_size]
+        extra = {"logprobs": _token_logprobs(piece)} if body.get("logprobs") else {}
+        out.append(chunk({"content": piece}, **extra))
+    for n, call in enumerate(reply.tool_calls):
+        args = call["arguments"]
+        half = len(args) // 2
+        out.append(chunk({"tool_calls": [{"index": n, "id": call["id"], "type": "function",
+                                          "function": {"name": call["name"], "arguments": ""}}]}))
+        out.append(chunk({"tool_calls": [{"index": n, "function": {"arguments": args[:half]}}]}))
+        out.append(chunk({"tool_calls": [{"index": n, "function": {"arguments": args[half:]}}]}))
+    extra = {"stop_reason": reply.stop_reason} if reply.stop_reason is not None else {}
+    out.append(chunk({}, reply.finish(), **extra))
+    if (body.get("stream_options") or {}).get("include_usage"):
+        out.append({"id": "chatcmpl-fake-stream", "object": "chat.completion.chunk", "created": int(time.time()),
+                    "model": body.get("model", "fake"), "choices": [], "usage": _usage(reply)})
+    return out

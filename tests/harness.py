@@ -1,0 +1,100 @@
+"""Starts real things for the tests and benchmarks: a LiteLLM proxy process with the plugin."""
+
+from __future__ import annotations
+
+import copy
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from .fake_upstream import FakeUpstream, free_port
+
+REPO = Path(__file__).resolve().parent.parent
+SHIPPED_CONFIG = REPO / "config.yaml"
+MASTER_KEY = "sk-test-master-0123456789"
+LITELLM = Path(sys.executable).parent / "litellm"
+
+# Prices so spend is visible: $1 per million input tokens, $2 per million output tokens.
+PRICED = {"input_cost_per_token": 0.000001, "output_cost_per_token": 0.000002}
+
+
+def fake_model(name: str, upstream: FakeUpstream, **params: Any) -> dict[str, Any]:
+    return {
+        "model_name": name,
+        "litellm_params": {"model": f"openai/{name}-upstream", "api_base": upstream.base_url,
+                           "api_key": "fake-provider-key", **params},
+        "model_info": dict(PRICED),
+    }
+
+
+def proxy_config_for(upstream: FakeUpstream, extra_models: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The shipped config.yaml (plugin registration included, unchanged) with models on `upstream`."""
+    config = yaml.safe_load(SHIPPED_CONFIG.read_text())
+    config = copy.deepcopy(config)
+    dead = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
+    config["model_list"] = [
+        *config["model_list"],
+        fake_model("fake", upstream),
+        fake_model("fake-b", upstream),
+        fake_model("fake-timeout", upstream, timeout=1.5),
+        {"model_name": "fake-broken", "litellm_params": {"model": "openai/broken", "api_base": dead,
+                                                          "api_key": "fake-provider-key"},
+         "model_info": dict(PRICED)},
+        *(extra_models or []),
+    ]
+    config.setdefault("general_settings", {})["master_key"] = MASTER_KEY
+    config["router_settings"] = {"num_retries": 0, "fallbacks": [{"fake-broken": ["fake-b"]}]}
+    return config
+
+
+class ProxyProcess:
+    """`litellm --config` in a subprocess, its output captured to a log file."""
+
+    def __init__(self, config: dict[str, Any], workdir: Path, env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.workdir = workdir
+        self.config_path = workdir / "config.yaml"
+        self.log_path = workdir / "proxy.log"
+        self.config_path.write_text(yaml.safe_dump(config))
+        self._env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", **(env or {})}
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 90) -> ProxyProcess:
+        log = open(self.log_path, "ab")  # noqa: SIM115  # kept open for the process's life
+        self._proc = subprocess.Popen(
+            [str(LITELLM), "--config", str(self.config_path), "--host", "127.0.0.1", "--port", str(self.port)],
+            cwd=self.workdir, env=self._env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"proxy exited with {self._proc.returncode}:\n{self.log()[-4000:]}")
+            try:
+                if httpx.get(f"{self.url}/health/liveliness", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"proxy not healthy after {timeout}s:\n{self.log()[-4000:]}")
+
+    def stop(self) -> None:
+        if self._proc is None or self._proc.poll() is not None:
+            return
+        os.killpg(self._proc.pid, signal.SIGTERM)
+        try:
+            self._proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self._proc.pid, signal.SIGKILL)
+            self._proc.wait(timeout=5)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
