@@ -51,7 +51,10 @@ async def caller_or_refusal(*args: Any, **kwargs: Any) -> Caller | CohereError:
     request: Request = kwargs["request"]
     # Keep the raw body: LiteLLM's auth may consume the stream (a form content type) and we parse
     # the Cohere request from the bytes ourselves.
-    await request.body()
+    body = await request.body()
+    if body.strip() and not body.lstrip().startswith(b"{"):
+        # LiteLLM's auth reads fields of the body and fails with a 500 on anything but an object.
+        return CohereError(400, "request body must be a JSON object", code="invalid_json")
     try:
         return await user_api_key_auth(*args, **kwargs)
     except Exception as error:  # noqa: BLE001  # every refusal becomes a Cohere error

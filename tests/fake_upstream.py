@@ -38,6 +38,7 @@ class Reply:
     chunk_delay: float = 0.0  # seconds between stream chunks
     break_after: int | None = None  # stream: drop the connection after this many chunks
     chunk_size: int = 4  # characters of text per stream chunk
+    hold_after: int | None = None  # stream: after this many chunks, wait for `FakeUpstream.release()`
 
     def finish(self) -> str:
         return self.finish_reason or ("tool_calls" if self.tool_calls else "stop")
@@ -57,6 +58,7 @@ class FakeUpstream:
         self.disconnects = 0  # streams the caller abandoned before their end
         self._script: deque[Reply] = deque()
         self._lock = threading.Lock()
+        self._gate = threading.Event()
         app = Starlette(routes=[Route("/v1/chat/completions", self._chat, methods=["POST"])])
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
         self._server = uvicorn.Server(config)
@@ -79,7 +81,12 @@ class FakeUpstream:
         with self._lock:
             self._script.extend(replies)
 
+    def release(self) -> None:
+        """Let a stream held by `Reply.hold_after` go on."""
+        self._gate.set()
+
     def reset(self) -> None:
+        self._gate.clear()
         with self._lock:
             self._script.clear()
             self.requests.clear()
@@ -113,6 +120,11 @@ class FakeUpstream:
         sent = 0
         try:
             for chunk in chunks:
+                if reply.hold_after is not None and sent == reply.hold_after:
+                    for _ in range(1000):  # at most 10 s
+                        if self._gate.is_set():
+                            break
+                        await asyncio.sleep(0.01)
                 if reply.break_after is not None and sent >= reply.break_after:
                     raise ConnectionAbortedError("fake upstream dropped the stream")
                 yield f"data: {json.dumps(chunk)}\n\n"

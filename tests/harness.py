@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
 import signal
 import subprocess
@@ -49,6 +50,8 @@ def proxy_config_for(upstream: FakeUpstream, extra_models: list[dict[str, Any]] 
          "model_info": dict(PRICED)},
         *(extra_models or []),
     ]
+    config["litellm_settings"]["callbacks"] = [*config["litellm_settings"]["callbacks"],
+                                               "tests.spend_recorder.recorder"]
     config.setdefault("general_settings", {})["master_key"] = MASTER_KEY
     config["router_settings"] = {"num_retries": 0, "fallbacks": [{"fake-broken": ["fake-b"]}]}
     return config
@@ -63,8 +66,16 @@ class ProxyProcess:
         self.workdir = workdir
         self.config_path = workdir / "config.yaml"
         self.log_path = workdir / "proxy.log"
+        self.spend_log_path = workdir / "spend.jsonl"
         self.config_path.write_text(yaml.safe_dump(config))
-        self._env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", **(env or {})}
+        self._env = {
+            **os.environ,
+            "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+            "MPILOT_TEST_SPEND_LOG": str(self.spend_log_path),
+            # The plugin is installed in the venv; the repo root makes `tests.spend_recorder` importable.
+            "PYTHONPATH": str(REPO),
+            **(env or {}),
+        }
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 90) -> ProxyProcess:
@@ -95,6 +106,11 @@ class ProxyProcess:
         except subprocess.TimeoutExpired:
             os.killpg(self._proc.pid, signal.SIGKILL)
             self._proc.wait(timeout=5)
+
+    def spend_records(self) -> list[dict[str, Any]]:
+        if not self.spend_log_path.exists():
+            return []
+        return [json.loads(line) for line in self.spend_log_path.read_text().splitlines() if line.strip()]
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -89,31 +90,28 @@ def cohere_status(upstream_status: int) -> int:
     return 500 if upstream_status >= 500 or upstream_status < 400 else 400
 
 
-def field_path(loc: tuple[int | str, ...]) -> str:
+def field_path(loc: tuple[int | str, ...], body: Any) -> str:
     """`("messages", 0, "tool", "tool_call_id")` -> `messages[0].tool_call_id`.
 
-    Pydantic puts the chosen branch of a tagged union (`tool`, `text`, `str`, `list[...]`) into the
-    location; a client knows its own field names, not our branch names, so those are left out.
+    Pydantic puts the chosen branch of a union (`tool`, `text`, `str`, `list[...]`) into the
+    location. A client knows its own field names, not our branch names, so the location is walked
+    along the client's own JSON and only keys and indexes found there (or a missing field, last)
+    are named.
     """
     out = ""
-    for part in loc:
-        if isinstance(part, int):
+    node = body
+    for position, part in enumerate(loc):
+        if isinstance(part, int) and isinstance(node, list):
             out += f"[{part}]"
-        elif part in _BRANCH_NAMES or "[" in part or part.startswith(("function-", "json-")):
-            continue
-        else:
+            node = node[part] if part < len(node) else None
+        elif isinstance(part, str) and isinstance(node, dict) and (part in node or position == len(loc) - 1):
             out += f".{part}" if out else part
+            node = node.get(part)
     return out or "body"
 
 
-_BRANCH_NAMES = frozenset(
-    {"system", "user", "assistant", "tool", "text", "image_url", "thinking", "document", "json_object",
-     "str", "int", "float", "bool", "list", "dict", "Document", "none"}
-)
-
-
-def from_validation_error(error: ValidationError) -> CohereError:
-    """The first problem of a request that failed validation, naming the field."""
+def from_validation_error(error: ValidationError, body: Any = None) -> CohereError:
+    """The problem of a request that failed validation, naming the field as the client spelled it."""
     problems = error.errors(include_url=False)
     # A value that fits no branch of a union is reported once per branch; the deepest report is the
     # one about what the client meant (`content[0].type`, not "content is not a string").
@@ -124,7 +122,7 @@ def from_validation_error(error: ValidationError) -> CohereError:
                            code="invalid_json")
     if kind == "model_type" and not first["loc"]:
         return CohereError(400, "request body must be a JSON object", code="invalid_json")
-    field = field_path(tuple(first["loc"]))
+    field = field_path(tuple(first["loc"]), body)
     message = first["msg"]
     if kind == "missing":
         return CohereError(400, f"{field} is required", code="missing_field")

@@ -7,6 +7,7 @@ ignored so newer clients keep working; unknown roles and content types are refus
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -179,7 +180,14 @@ def parse_chat_request(body: bytes) -> ChatRequest:
     try:
         return ChatRequest.model_validate_json(body)
     except ValidationError as error:
-        raise from_validation_error(error) from None
+        raise from_validation_error(error, _decoded(body)) from None
+
+
+def _decoded(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except ValueError:
+        return None
 
 
 __all__ = ["ChatRequest", "CohereError", "parse_chat_request"]

@@ -1,0 +1,189 @@
+"""Cohere v2 request -> OpenAI request, table-driven over realistic payloads."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from plugin.cohere.errors import CohereError
+from plugin.cohere.request import document_ids, to_openai_request
+from plugin.cohere.schema import parse_chat_request
+
+USER = {"role": "user", "content": "hi"}
+
+
+def translate(**body: Any) -> dict[str, Any]:
+    return to_openai_request(parse_chat_request(json.dumps({"model": "m", "messages": [USER], **body}).encode()))
+
+
+PARAMETERS = [
+    pytest.param({}, {}, id="defaults-add-nothing"),
+    pytest.param({"temperature": 0.2}, {"temperature": 0.2}, id="temperature"),
+    pytest.param({"p": 0.9}, {"top_p": 0.9}, id="p-is-top_p"),
+    pytest.param({"k": 40}, {"top_k": 40}, id="k-is-top_k"),
+    pytest.param({"max_tokens": 128}, {"max_tokens": 128}, id="max_tokens"),
+    pytest.param({"stop_sequences": ["\n\n", "END"]}, {"stop": ["\n\n", "END"]}, id="stop_sequences-is-stop"),
+    pytest.param({"frequency_penalty": 0.5, "presence_penalty": 0.25},
+                 {"frequency_penalty": 0.5, "presence_penalty": 0.25}, id="penalties"),
+    pytest.param({"seed": 42}, {"seed": 42}, id="seed"),
+    pytest.param({"priority": 3}, {"priority": 3}, id="priority-for-the-router-scheduler"),
+    pytest.param({"logprobs": True}, {"logprobs": True}, id="logprobs"),
+    pytest.param({"log_probs": True}, {"logprobs": True}, id="log_probs-seed-spelling"),
+    pytest.param({"logprobs": False}, {}, id="logprobs-false"),
+    pytest.param({"stream": True}, {"stream": True, "stream_options": {"include_usage": True}}, id="stream"),
+    pytest.param({"response_format": {"type": "text"}}, {}, id="text-format"),
+    pytest.param({"response_format": {"type": "json_object"}}, {"response_format": {"type": "json_object"}},
+                 id="json-object"),
+    pytest.param({"response_format": {"type": "json_object", "json_schema": {"type": "object"}}},
+                 {"response_format": {"type": "json_schema",
+                                      "json_schema": {"name": "response", "schema": {"type": "object"}}}},
+                 id="json-schema"),
+    pytest.param({"thinking": {"type": "enabled", "token_budget": 2048}},
+                 {"thinking": {"type": "enabled", "budget_tokens": 2048}}, id="thinking-budget"),
+    pytest.param({"thinking": {"type": "enabled"}}, {"reasoning_effort": "medium"}, id="thinking-no-budget"),
+    pytest.param({"thinking": {"type": "disabled"}}, {}, id="thinking-disabled"),
+    pytest.param({"safety_mode": "NONE"}, {}, id="safety-mode-has-no-openai-equivalent"),
+    pytest.param({"citation_options": {"mode": "FAST"}}, {}, id="citation-options-not-forwarded"),
+]
+
+
+@pytest.mark.parametrize(("cohere", "openai"), PARAMETERS)
+def test_parameters(cohere: dict[str, Any], openai: dict[str, Any]) -> None:
+    out = translate(**cohere)
+    assert out.pop("model") == "m"
+    assert out.pop("messages") == [{"role": "user", "content": "hi"}]
+    assert out.pop("drop_params") is True  # LiteLLM drops what a target model cannot honour
+    assert out == openai
+
+
+TOOL = {"type": "function", "function": {"name": "search", "description": "Search the web",
+                                         "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}}}
+OPENAI_TOOL = {"type": "function", "function": {"name": "search", "description": "Search the web",
+                                                "parameters": TOOL["function"]["parameters"]}}
+
+TOOLS = [
+    pytest.param({"tools": [TOOL]}, {"tools": [OPENAI_TOOL]}, id="tools"),
+    pytest.param({"tools": [TOOL], "tool_choice": "REQUIRED"}, {"tools": [OPENAI_TOOL], "tool_choice": "required"},
+                 id="required"),
+    pytest.param({"tools": [TOOL], "tool_choice": "NONE"}, {"tools": [OPENAI_TOOL], "tool_choice": "none"},
+                 id="none"),
+    pytest.param({"tools": [TOOL], "tool_choice": "auto"}, {"tools": [OPENAI_TOOL], "tool_choice": "auto"},
+                 id="auto-any-case"),
+    pytest.param({"tools": [TOOL], "strict_tools": True},
+                 {"tools": [{**OPENAI_TOOL, "function": {**OPENAI_TOOL["function"], "strict": True}}]}, id="strict"),
+    pytest.param({"tools": [TOOL], "strict_tool_choice": True},
+                 {"tools": [{**OPENAI_TOOL, "function": {**OPENAI_TOOL["function"], "strict": True}}]},
+                 id="strict-seed-spelling"),
+    pytest.param({"tools": [{"type": "function", "function": {"name": "now"}}]},
+                 {"tools": [{"type": "function", "function": {"name": "now", "parameters": {
+                     "type": "object", "properties": {}}}}]}, id="no-parameters"),
+]
+
+
+@pytest.mark.parametrize(("cohere", "openai"), TOOLS)
+def test_tools(cohere: dict[str, Any], openai: dict[str, Any]) -> None:
+    out = translate(**cohere)
+    assert {k: out[k] for k in openai} == openai
+
+
+CONVERSATION = [
+    {"role": "system", "content": [{"type": "text", "text": "Be brief."}, {"type": "text", "text": "Be kind."}]},
+    {"role": "user", "content": [
+        {"type": "text", "text": "What is in this picture?"},
+        {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo=", "detail": "high"}},
+    ]},
+    {"role": "assistant", "content": [{"type": "thinking", "thinking": "A cat, clearly."},
+                                      {"type": "text", "text": "A cat."}]},
+    {"role": "user", "content": "Search for cats."},
+    {"role": "assistant", "tool_plan": "I will search.", "tool_calls": [
+        {"id": "call_1", "type": "function", "function": {"name": "search", "arguments": "{\"q\":\"cats\"}"}},
+        {"id": "call_2", "type": "function", "function": {"name": "search", "arguments": {"q": "kittens"}}},
+    ]},
+    {"role": "tool", "tool_call_id": "call_1", "content": "Cats are mammals."},
+    {"role": "tool", "tool_call_id": "call_2", "content": [
+        {"type": "text", "text": "Result:"},
+        {"type": "document", "document": {"id": "d1", "data": {"title": "Kittens", "snippet": "Small cats"}}},
+    ]},
+]
+
+EXPECTED_CONVERSATION = [
+    {"role": "system", "content": "Be brief.\nBe kind."},
+    {"role": "user", "content": [
+        {"type": "text", "text": "What is in this picture?"},
+        {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo=", "detail": "high"}},
+    ]},
+    {"role": "assistant", "content": "A cat."},
+    {"role": "user", "content": "Search for cats."},
+    {"role": "assistant", "content": "I will search.", "tool_calls": [
+        {"id": "call_1", "type": "function", "function": {"name": "search", "arguments": "{\"q\":\"cats\"}"}},
+        {"id": "call_2", "type": "function", "function": {"name": "search", "arguments": "{\"q\": \"kittens\"}"}},
+    ]},
+    {"role": "tool", "tool_call_id": "call_1", "content": "Cats are mammals."},
+    {"role": "tool", "tool_call_id": "call_2",
+     "content": "Result:\n{\"title\": \"Kittens\", \"snippet\": \"Small cats\"}"},
+]
+
+
+def test_every_role_and_content_block() -> None:
+    out = to_openai_request(parse_chat_request(json.dumps({"model": "m", "messages": CONVERSATION}).encode()))
+    assert out["messages"] == EXPECTED_CONVERSATION
+
+
+def test_assistant_tool_calls_without_plan_have_no_content() -> None:
+    out = translate(messages=[USER, {"role": "assistant", "tool_calls": [
+        {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "c", "content": "ok"}])
+    assert out["messages"][1]["content"] is None
+
+
+def test_documents_become_a_system_message_after_the_callers_own() -> None:
+    out = translate(messages=[{"role": "system", "content": "Be brief."}, USER],
+                    documents=["Paris is in France.", {"id": "w1", "data": {"title": "Rome", "text": "In Italy."}}])
+    assert out["messages"][0] == {"role": "system", "content": "Be brief."}
+    documents = out["messages"][1]
+    assert documents["role"] == "system"
+    assert "[doc_0] Paris is in France." in documents["content"]
+    assert '[w1] {"title": "Rome", "text": "In Italy."}' in documents["content"]
+    assert out["messages"][2] == {"role": "user", "content": "hi"}
+
+
+def test_document_ids_are_the_callers_else_positional() -> None:
+    request = parse_chat_request(json.dumps({"model": "m", "messages": [USER], "documents": [
+        "a", {"data": {"t": "b"}}, {"id": "mine", "data": {"t": "c"}}]}).encode())
+    assert document_ids(request.documents) == ["doc_0", "doc_1", "mine"]
+
+
+INVALID = [
+    pytest.param({"temperature": 1.5}, "temperature", "1.5", id="temperature-1.5"),
+    pytest.param({"temperature": -0.1}, "temperature", "-0.1", id="temperature-negative"),
+    pytest.param({"p": 0}, "p", "0", id="p-0"),
+    pytest.param({"p": 1}, "p", "1", id="p-1"),
+    pytest.param({"k": 501}, "k", "501", id="k-501"),
+    pytest.param({"k": 1.5}, "k", "1.5", id="k-float"),
+    pytest.param({"stop_sequences": ["a", "b", "c", "d", "e", "f"]}, "stop_sequences", "at most 5",
+                 id="six-stop-sequences"),
+    pytest.param({"frequency_penalty": 2}, "frequency_penalty", "2", id="frequency-penalty-2"),
+    pytest.param({"logprobs": "yes"}, "logprobs", "yes", id="logprobs-str"),
+    pytest.param({"tool_choice": "ANY"}, "tool_choice", "ANY", id="tool-choice"),
+    pytest.param({"safety_mode": "OFFF"}, "safety_mode", "OFFF", id="safety-mode"),
+    pytest.param({"citation_options": {"mode": "MAYBE"}}, "citation_options.mode", "MAYBE", id="citation-mode"),
+    pytest.param({"messages": [{"role": "user"}]}, "messages[0].content", "required", id="user-without-content"),
+    pytest.param({"messages": [{"role": "assistant", "tool_calls": [{"type": "function", "function": {
+        "name": "f"}}]}]}, "messages[0].tool_calls[0].id", "required", id="tool-call-without-id"),
+    pytest.param({"messages": [{"role": "tool", "tool_call_id": "c", "content": [{"type": "image_url"}]}]},
+                 "messages[0].content[0].type", "image_url", id="image-in-tool-result"),
+    pytest.param({"documents": [3]}, "documents[0]", "3", id="document-not-str-or-object"),
+]
+
+
+@pytest.mark.parametrize(("body", "field", "detail"), INVALID)
+def test_invalid_requests_name_the_field(body: dict[str, Any], field: str, detail: str) -> None:
+    with pytest.raises(CohereError) as raised:
+        translate(**body)
+    assert raised.value.status == 400
+    assert raised.value.message.startswith(field)
+    assert detail in raised.value.message
