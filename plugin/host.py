@@ -14,7 +14,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from litellm.proxy._types import ProxyException, UserAPIKeyAuth
+from litellm.proxy._types import LiteLLMRoutes, ProxyException, UserAPIKeyAuth
 from litellm.proxy.auth.user_api_key_auth import user_api_key_auth
 from litellm.proxy.common_request_processing import ProxyBaseLLMRequestProcessing
 from litellm.proxy.route_llm_request import ProxyModelNotFoundError
@@ -37,11 +37,20 @@ def mount(router: APIRouter) -> None:
     if any((getattr(r, "path", None), tuple(sorted(getattr(r, "methods", None) or ()))) in ours
            for r in app.router.routes):
         return
+    _declare_llm_api_routes([route.path for route in router.routes])
     before = len(app.router.routes)
     app.include_router(router)
     added = app.router.routes[before:]
     del app.router.routes[before:]
     app.router.routes[0:0] = added
+
+
+def _declare_llm_api_routes(paths: list[str]) -> None:
+    """Tell LiteLLM our routes serve LLM calls, as its own `/v1/chat/completions` does: keys limited to
+    `llm_api_routes` may call them, and its auth recognises them at once instead of trying every
+    route pattern it knows (~10% of a request's CPU time when measured)."""
+    for routes in (LiteLLMRoutes.openai_routes.value, LiteLLMRoutes.llm_api_routes.value):
+        routes.extend(path for path in paths if path not in routes)
 
 
 @functools.wraps(user_api_key_auth)

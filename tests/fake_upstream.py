@@ -51,8 +51,9 @@ class Seen:
 
 
 class FakeUpstream:
-    def __init__(self) -> None:
-        self.port = free_port()
+    def __init__(self, port: int | None = None, default: Reply | None = None) -> None:
+        self.port = port or free_port()
+        self.default = default or Reply()
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
         self.requests: list[Seen] = []
         self.disconnects = 0  # streams the caller abandoned before their end
@@ -98,7 +99,7 @@ class FakeUpstream:
 
     def _next(self) -> Reply:
         with self._lock:
-            return self._script.popleft() if self._script else Reply()
+            return self._script.popleft() if self._script else self.default
 
     async def _chat(self, request: Request) -> Any:
         body = await request.json()
@@ -213,3 +214,19 @@ def _chunks(body: dict[str, Any], reply: Reply) -> list[dict[str, Any]]:
         out.append({"id": "chatcmpl-fake-stream", "object": "chat.completion.chunk", "created": int(time.time()),
                     "model": body.get("model", "fake"), "choices": [], "usage": _usage(reply)})
     return out
+
+
+def main() -> None:
+    """Serve standalone, for benchmarks: `python -m tests.fake_upstream --port P --words N`."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--words", type=int, default=40, help="words in every answer")
+    args = parser.parse_args()
+    text = " ".join(f"word{i}" for i in range(args.words))
+    FakeUpstream(port=args.port, default=Reply(text=text, chunk_size=8))._server.run()
+
+
+if __name__ == "__main__":
+    main()

@@ -60,14 +60,18 @@ def proxy_config_for(upstream: FakeUpstream, extra_models: list[dict[str, Any]] 
 class ProxyProcess:
     """`litellm --config` in a subprocess, its output captured to a log file."""
 
-    def __init__(self, config: dict[str, Any], workdir: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, config: dict[str, Any] | Path, workdir: Path, env: dict[str, str] | None = None) -> None:
+        """`config`: a config to write into `workdir`, or the path of a config file to use as it is."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.workdir = workdir
-        self.config_path = workdir / "config.yaml"
         self.log_path = workdir / "proxy.log"
         self.spend_log_path = workdir / "spend.jsonl"
-        self.config_path.write_text(yaml.safe_dump(config))
+        if isinstance(config, Path):
+            self.config_path = config
+        else:
+            self.config_path = workdir / "config.yaml"
+            self.config_path.write_text(yaml.safe_dump(config))
         self._env = {
             **os.environ,
             "LITELLM_LOCAL_MODEL_COST_MAP": "True",

@@ -1,0 +1,188 @@
+"""Cohere route vs LiteLLM's own route, same proxy, same model, same prompt, same run.
+
+    .venv/bin/python -m bench.compare_routes [--requests 300] [--concurrency 16]
+
+Starts a fake OpenAI-compatible upstream (its own process) and one LiteLLM proxy with the plugin,
+then measures `POST /litellm/cohere/v2/chat` against `POST /v1/chat/completions`, interleaving the
+two so machine noise falls on both alike. Prints each figure and the ratio cohere/openai (for
+throughput: openai rps / cohere rps), so > 1 always means the Cohere route is slower.
+Also times the translation alone, in process, per request and per stream chunk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from plugin.cohere.request import to_openai_request
+from plugin.cohere.response import to_cohere_response
+from plugin.cohere.schema import parse_chat_request
+from plugin.cohere.stream import CohereStream, sse
+from tests.fake_upstream import FakeUpstream, free_port
+from tests.harness import MASTER_KEY, REPO, ProxyProcess, proxy_config_for
+
+PROMPT = [{"role": "user", "content": "Summarise the plot of Hamlet in one paragraph."}]
+COHERE = ("/litellm/cohere/v2/chat", {"model": "fake", "messages": PROMPT, "max_tokens": 200})
+OPENAI = ("/v1/chat/completions", {"model": "fake", "messages": PROMPT, "max_tokens": 200})
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def sequential(client: httpx.Client, requests: int) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = {"cohere": [], "openai": []}
+    for i in range(requests * 2):
+        name, (path, body) = ("cohere", COHERE) if (i // 10) % 2 == 0 else ("openai", OPENAI)
+        start = time.perf_counter()
+        response = client.post(path, json=body)
+        times[name].append(time.perf_counter() - start)
+        response.raise_for_status()
+    return times
+
+
+def first_and_last(client: httpx.Client, path: str, body: dict[str, Any], first: Callable[[str], bool]) \
+        -> tuple[float, float]:
+    start = time.perf_counter()
+    ttfe = None
+    with client.stream("POST", path, json={**body, "stream": True}) as response:
+        response.raise_for_status()
+        for line in response.iter_lines():
+            if ttfe is None and first(line):
+                ttfe = time.perf_counter() - start
+    return ttfe or float("nan"), time.perf_counter() - start
+
+
+def streaming(client: httpx.Client, requests: int) -> dict[str, tuple[list[float], list[float]]]:
+    out: dict[str, tuple[list[float], list[float]]] = {"cohere": ([], []), "openai": ([], [])}
+    checks = {
+        "cohere": lambda line: line.startswith("data: ") and '"content-delta"' in line,
+        "openai": lambda line: line.startswith("data: ") and '"content":"' in line.replace(" ", "")
+        and '"content":""' not in line.replace(" ", ""),
+    }
+    for i in range(requests * 2):
+        name, (path, body) = ("cohere", COHERE) if (i // 10) % 2 == 0 else ("openai", OPENAI)
+        ttfe, total = first_and_last(client, path, body, checks[name])
+        out[name][0].append(ttfe)
+        out[name][1].append(total)
+    return out
+
+
+async def throughput(url: str, path: str, body: dict[str, Any], concurrency: int, total: int) -> float:
+    headers = {"Authorization": f"Bearer {MASTER_KEY}"}
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=60) as client:
+        remaining = total
+
+        async def worker() -> None:
+            nonlocal remaining
+            while remaining > 0:
+                remaining -= 1
+                (await client.post(path, json=body)).raise_for_status()
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return total / (time.perf_counter() - start)
+
+
+def translation_cost(rounds: int = 3000) -> tuple[float, float]:
+    """Microseconds of our own work per request (parse, translate both ways) and per stream chunk."""
+    body = json.dumps(COHERE[1]).encode()
+    openai_answer = {"id": "chatcmpl-1", "choices": [{"index": 0, "finish_reason": "stop", "message": {
+        "role": "assistant", "content": "Hamlet, prince of Denmark, avenges his father. " * 8}}],
+        "usage": {"prompt_tokens": 20, "completion_tokens": 80, "total_tokens": 100}}
+    start = time.perf_counter()
+    for _ in range(rounds):
+        request = parse_chat_request(body)
+        to_openai_request(request)
+        json.dumps(to_cohere_response(openai_answer, request.stop_sequences))
+    per_request = (time.perf_counter() - start) / rounds * 1e6
+
+    frame = "data: " + json.dumps({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1,
+                                   "model": "fake", "choices": [{"index": 0, "delta": {"content": "word1 wo"},
+                                                                 "finish_reason": None}]}) + "\n\n"
+    stream = CohereStream()
+    start = time.perf_counter()
+    for _ in range(rounds):
+        for event in stream.feed(json.loads(frame[6:])):
+            sse(event)
+    per_chunk = (time.perf_counter() - start) / rounds * 1e6
+    return per_request, per_chunk
+
+
+def row(label: str, cohere: float, openai: float, unit: str, ratio: float) -> None:
+    print(f"{label:<34} {cohere:>10.2f} {openai:>10.2f} {unit:<4} {ratio:>7.3f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=300, help="sequential requests per route")
+    parser.add_argument("--streams", type=int, default=100, help="streams per route")
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--throughput-requests", type=int, default=800, help="requests per route and round")
+    args = parser.parse_args()
+
+    port = free_port()
+    upstream = subprocess.Popen([sys.executable, "-m", "tests.fake_upstream", "--port", str(port), "--words", "40"],
+                                cwd=REPO)
+    try:
+        fake = FakeUpstream(port=port)  # only its address is used: the server runs in `upstream`
+        with tempfile.TemporaryDirectory() as workdir:
+            config = proxy_config_for(fake)
+            config["litellm_settings"]["callbacks"] = ["plugin.config_hooks.cohere_v2_chat"]
+            proxy = ProxyProcess(config, Path(workdir)).start()
+            try:
+                run(proxy, args)
+            finally:
+                proxy.stop()
+    finally:
+        upstream.terminate()
+        upstream.wait(timeout=10)
+
+
+def run(proxy: ProxyProcess, args: argparse.Namespace) -> None:
+    headers = {"Authorization": f"Bearer {MASTER_KEY}"}
+    with httpx.Client(base_url=proxy.url, headers=headers, timeout=60) as client:
+        sequential(client, 30)  # warm up both routes
+        streaming(client, 10)
+        times = sequential(client, args.requests)
+        streams = streaming(client, args.streams)
+    rps: dict[str, list[float]] = {"cohere": [], "openai": []}
+    for _ in range(2):
+        for name, (path, body) in (("cohere", COHERE), ("openai", OPENAI)):
+            rps[name].append(asyncio.run(throughput(proxy.url, path, body, args.concurrency,
+                                                    args.throughput_requests)))
+    per_request, per_chunk = translation_cost()
+
+    print(f"\nCohere route vs LiteLLM's /v1/chat/completions ({args.requests} sequential, {args.streams} streams,"
+          f" {args.concurrency} concurrent)")
+    print(f"{'figure':<34} {'cohere':>10} {'openai':>10} {'':<4} {'ratio':>7}")
+    c50, o50 = statistics.median(times["cohere"]) * 1e3, statistics.median(times["openai"]) * 1e3
+    row("latency p50", c50, o50, "ms", c50 / o50)
+    c99, o99 = percentile(times["cohere"], 0.99) * 1e3, percentile(times["openai"], 0.99) * 1e3
+    row("latency p99", c99, o99, "ms", c99 / o99)
+    crps, orps = statistics.median(rps["cohere"]), statistics.median(rps["openai"])
+    row(f"throughput at {args.concurrency} clients", crps, orps, "rps", orps / crps)
+    ct, ot = statistics.median(streams["cohere"][0]) * 1e3, statistics.median(streams["openai"][0]) * 1e3
+    row("stream: first text event p50", ct, ot, "ms", ct / ot)
+    ce, oe = statistics.median(streams["cohere"][1]) * 1e3, statistics.median(streams["openai"][1]) * 1e3
+    row("stream: end p50", ce, oe, "ms", ce / oe)
+    print(f"{'translation per request':<34} {per_request:>10.1f} {'':>10} {'us':<4} "
+          f"{per_request / (o50 * 1e3):>7.3f}  (share of LiteLLM's p50)")
+    print(f"{'translation per stream chunk':<34} {per_chunk:>10.1f} {'':>10} {'us':<4}")
+
+
+if __name__ == "__main__":
+    main()
