@@ -107,6 +107,8 @@ def test_thinking_non_stream_and_stream(co: cohere.ClientV2, fake: FakeUpstream)
     response = co.chat(model="fake", messages=USER, thinking={"type": "enabled", "token_budget": 2048})
     assert [c.type for c in response.message.content] == ["thinking", "text"]
     assert response.message.content[0].thinking == "Six times seven."
+    # A token budget is a `thinking` param, which LiteLLM drops for a provider that cannot take it.
+    assert "thinking" not in fake.last
 
     events = list(co.chat_stream(model="fake", messages=USER, thinking={"type": "enabled"}))
     starts = [(e.index, e.delta.message.content.type) for e in events if e.type == "content-start"]
@@ -114,6 +116,7 @@ def test_thinking_non_stream_and_stream(co: cohere.ClientV2, fake: FakeUpstream)
     thinking = "".join(e.delta.message.content.thinking for e in events
                        if e.type == "content-delta" and e.index == 0)
     assert thinking == "Six times seven."
+    assert fake.last["reasoning_effort"] == "medium"  # no budget: the provider-neutral effort
 
 
 def test_logprobs(co: cohere.ClientV2, fake: FakeUpstream) -> None:
@@ -134,6 +137,14 @@ def test_json_schema_and_sampling_reach_upstream(co: cohere.ClientV2, fake: Fake
     assert (sent["frequency_penalty"], sent["presence_penalty"]) == (0.2, 0.1)
     # LiteLLM forwards top_k to OpenAI-compatible servers (vLLM and others take it).
     assert sent["top_k"] == 40
+
+
+def test_cohere_only_fields_are_accepted_and_not_sent_upstream(co: cohere.ClientV2, fake: FakeUpstream) -> None:
+    response = co.chat(model="fake", messages=USER, safety_mode="STRICT", priority=2,
+                       citation_options={"mode": "FAST"})
+    assert response.finish_reason == "COMPLETE"
+    # priority is consumed by LiteLLM's router scheduler; safety mode has no OpenAI equivalent.
+    assert not {"priority", "safety_mode", "citation_options"} & set(fake.last)
 
 
 def test_stop_sequence_finish_reason(co: cohere.ClientV2, fake: FakeUpstream) -> None:
