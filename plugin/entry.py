@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from litellm.integrations.custom_logger import CustomLogger
 
-from . import host
-from .route import router
+from . import host, key_info, route
+from .auth.spend import key_spend
 
 
 class CohereV2Chat(CustomLogger):
-    """Loaded from `litellm_settings.callbacks`; mounting the route is its whole job."""
+    """Loaded from `litellm_settings.callbacks`: mounts the plugin's routes and its spend callback."""
 
     def __init__(self) -> None:
         super().__init__()
-        host.mount(router)
+        host.mount(route.router)
+        host.mount(key_info.router)
+        host.register_callback(key_spend)
 
 
 cohere_v2_chat = CohereV2Chat()

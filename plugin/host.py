@@ -7,9 +7,11 @@ these few functions, so a LiteLLM upgrade is a change to this file. Pinned relea
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -18,7 +20,9 @@ from litellm.proxy._types import LiteLLMRoutes, ProxyException, UserAPIKeyAuth
 from litellm.proxy.auth.user_api_key_auth import user_api_key_auth
 from litellm.proxy.common_request_processing import ProxyBaseLLMRequestProcessing
 from litellm.proxy.route_llm_request import ProxyModelNotFoundError
+from litellm.types.proxy.auth.user_roles import LitellmUserRoles
 
+from .auth.keys import VirtualKey
 from .cohere.errors import CohereError, cohere_status, redact
 
 Caller = UserAPIKeyAuth
@@ -182,3 +186,152 @@ def _error_from_json_response(response: JSONResponse) -> CohereError:
 def call_id(headers: dict[str, str]) -> str:
     """The id LiteLLM logs this call under, so an error body can be matched to the proxy's logs."""
     return headers.get("x-litellm-call-id") or str(uuid.uuid4())
+
+
+# --- auth: the proxy's config, key store, model access, spend counters ------------------------------
+
+
+def mpilot_settings() -> dict[str, Any]:
+    """`config.yaml`'s `mpilot:` section, `os.environ/NAME` values resolved by LiteLLM."""
+    from litellm.proxy.proxy_server import proxy_config
+
+    section = proxy_config.get_config_state().get("mpilot")
+    return dict(section) if isinstance(section, dict) else {}
+
+
+async def requested_model(request: Request) -> str | None:
+    """The model a request asks for, from its (cached) JSON body; None for requests without one."""
+    from litellm.proxy.common_utils.http_parsing_utils import read_request_body
+
+    if request.method not in ("POST", "PUT", "PATCH"):
+        return None
+    try:
+        body = await read_request_body(request)
+    except Exception:  # noqa: BLE001  # an unreadable body is the route's to answer
+        return None
+    model = body.get("model") if isinstance(body, dict) else None
+    return model if isinstance(model, str) and model else None
+
+
+async def store_key(key_id: str) -> VirtualKey | None:
+    """A key from the proxy's own key store: its cache, then its database when it has one."""
+    from litellm.proxy import proxy_server as proxy
+    from litellm.proxy.auth.auth_checks import get_key_object
+
+    found = await proxy.user_api_key_cache.async_get_cache(key=key_id, model_type=UserAPIKeyAuth)
+    if found is None and proxy.prisma_client is not None:
+        try:
+            found = await get_key_object(hashed_token=key_id, prisma_client=proxy.prisma_client,
+                                         user_api_key_cache=proxy.user_api_key_cache)
+        except Exception:  # noqa: BLE001  # not in the store
+            found = None
+    if found is None:
+        return None
+    if isinstance(found, dict):
+        found = UserAPIKeyAuth(**found)
+    return VirtualKey(
+        key_id=key_id,
+        source="proxy",
+        alias=found.key_alias,
+        models=tuple(found.models or ()),
+        max_budget=found.max_budget,
+        budget_duration=found.budget_duration,
+        rpm_limit=found.rpm_limit,
+        tpm_limit=found.tpm_limit,
+        expires=_aware(found.expires),
+        blocked=bool(found.blocked),
+        user_id=found.user_id,
+        team_id=found.team_id,
+        metadata=dict(found.metadata or {}),
+        stored_spend=float(found.spend or 0.0),
+    )
+
+
+def _aware(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+async def may_call_model(key: VirtualKey, model: str) -> bool:
+    """LiteLLM's own model check for keys: access groups, wildcards, `all-proxy-models`."""
+    from litellm.proxy import proxy_server as proxy
+    from litellm.proxy.auth.auth_checks import can_key_call_model
+
+    try:
+        await can_key_call_model(model=model, llm_model_list=proxy.llm_model_list,
+                                 valid_token=UserAPIKeyAuth(token=key.key_id, models=list(key.models)),
+                                 llm_router=proxy.llm_router)
+    except ProxyException as denial:
+        if str(denial.code) in ("401", "403"):
+            return False
+        raise
+    return True
+
+
+def litellm_tracks_spend() -> bool:
+    """LiteLLM records spend itself only with its database."""
+    from litellm.proxy import proxy_server as proxy
+
+    return proxy.prisma_client is not None
+
+
+async def litellm_key_spend(key: VirtualKey) -> float:
+    from litellm.proxy.proxy_server import get_current_spend
+
+    return await get_current_spend(counter_key=f"spend:key:{key.key_id}", fallback_spend=key.stored_spend,
+                                   max_budget=key.max_budget)
+
+
+def _usage_cache() -> Any:
+    """LiteLLM's shared usage cache (the rate limiter's): in memory, and in Redis when the proxy has one."""
+    from litellm.proxy.proxy_server import proxy_logging_obj
+
+    return proxy_logging_obj.internal_usage_cache.dual_cache
+
+
+async def read_counter(name: str) -> float:
+    cache = _usage_cache()
+    # Redis holds the total of every proxy; the in-memory copy only this one's increments.
+    value = await (cache.redis_cache.async_get_cache(name) if cache.redis_cache is not None
+                   else cache.async_get_cache(name))
+    return float(value or 0.0)
+
+
+async def add_to_counters(names: list[str], amount: float, ttl: int) -> None:
+    cache = _usage_cache()
+    for name in names:
+        await cache.async_increment_cache(key=name, value=amount, ttl=ttl)
+
+
+def key_caller(key: VirtualKey) -> Caller:
+    """What LiteLLM sees for a virtual key: its id (never the key), identity and rate limits, which
+    LiteLLM's rate limiter enforces. Budgets are the plugin's (see `MPilotAuth.admit`)."""
+    return UserAPIKeyAuth(
+        api_key=key.key_id, token=key.key_id, key_alias=key.alias, models=list(key.models),
+        rpm_limit=key.rpm_limit, tpm_limit=key.tpm_limit, user_id=key.user_id, team_id=key.team_id,
+        metadata=dict(key.metadata),
+    )
+
+
+def admin_caller(subject: str) -> Caller:
+    return UserAPIKeyAuth(api_key=hashlib.sha256(f"mpilot-admin:{subject}".encode()).hexdigest(),
+                          user_id=subject, user_role=LitellmUserRoles.PROXY_ADMIN)
+
+
+def is_admin(caller: Caller) -> bool:
+    return caller.user_role == LitellmUserRoles.PROXY_ADMIN
+
+
+def auth_refusal(status: int, message: str) -> ProxyException:
+    """A refusal LiteLLM's auth passes on with its status (a plain exception would be a decline)."""
+    return ProxyException(message=message, type="auth_error", param=None, code=status)
+
+
+def register_callback(callback: Any) -> None:
+    import litellm
+
+    if callback not in litellm.callbacks:
+        litellm.logging_callback_manager.add_litellm_callback(callback)

@@ -1,0 +1,165 @@
+"""Virtual keys: what a key may do, and the names of the counters its spend is kept in."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+KEY_PREFIX = "sk-bf-"
+
+_DURATION = re.compile(r"^\s*(\d+)\s*(mo|s|m|h|d|w)\s*$")
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800, "mo": 2_592_000}  # a month is 30 days
+
+
+class KeyConfigError(ValueError):
+    """A virtual key in `mpilot.virtual_keys` is not usable. Never names the key itself."""
+
+
+def key_id_of(raw_key: str) -> str:
+    """The id LiteLLM stores a key under (its `token`): the SHA-256 hex of the key."""
+    return hashlib.sha256(raw_key.encode()).hexdigest()
+
+
+def parse_duration(text: str) -> int:
+    """`30s`, `10m`, `2h`, `7d`, `4w`, `1mo` -> seconds."""
+    match = _DURATION.match(text)
+    if not match or int(match.group(1)) == 0:
+        raise KeyConfigError(f"budget_duration must look like 30s, 10m, 2h, 7d, 4w or 1mo, got {text!r}")
+    return int(match.group(1)) * _SECONDS[match.group(2)]
+
+
+@dataclass(frozen=True)
+class VirtualKey:
+    key_id: str
+    source: Literal["config", "proxy"]
+    alias: str | None = None
+    models: tuple[str, ...] = ()
+    max_budget: float | None = None
+    budget_duration: str | None = None
+    rpm_limit: int | None = None
+    tpm_limit: int | None = None
+    expires: datetime | None = None
+    blocked: bool = False
+    user_id: str | None = None
+    team_id: str | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    stored_spend: float = 0.0  # the key store's own figure (proxy keys)
+
+    @property
+    def display_id(self) -> str:
+        """What logs and messages name the key by: a prefix of its hash."""
+        return self.key_id[:12]
+
+    def expired(self, now: datetime) -> bool:
+        return self.expires is not None and self.expires <= now
+
+    def budget_window(self, now: datetime) -> int | None:
+        """The start (epoch seconds) of the budget window `now` falls in: windows are aligned to the
+        epoch so every proxy computes the same one."""
+        if not self.budget_duration:
+            return None
+        length = parse_duration(self.budget_duration)
+        return int(now.timestamp()) // length * length
+
+    def spend_counter(self, now: datetime) -> str:
+        window = self.budget_window(now)
+        return f"mpilot:spend:key:{self.key_id}" + (f":{window}" if window is not None else "")
+
+    def spend_counters(self, now: datetime) -> list[str]:
+        """Every counter a request's cost is added to: the key's, and its user's and team's."""
+        counters = [self.spend_counter(now)]
+        if self.user_id:
+            counters.append(f"mpilot:spend:user:{self.user_id}")
+        if self.team_id:
+            counters.append(f"mpilot:spend:team:{self.team_id}")
+        return counters
+
+    def counter_ttl(self) -> int:
+        """How long a counter must live: its window (plus a day), or a year for a lifetime budget."""
+        return parse_duration(self.budget_duration) + 86_400 if self.budget_duration else 365 * 86_400
+
+
+def config_keys(entries: Any) -> dict[str, VirtualKey]:
+    """The keys declared under `mpilot.virtual_keys`, by key id. `key` values arrive resolved
+    (LiteLLM resolves `os.environ/NAME`); an entry whose key is unset is skipped."""
+    if entries is None:
+        return {}
+    if not isinstance(entries, list):
+        raise KeyConfigError("mpilot.virtual_keys must be a list")
+    keys: dict[str, VirtualKey] = {}
+    for position, entry in enumerate(entries):
+        where = f"mpilot.virtual_keys[{position}]"
+        if not isinstance(entry, dict):
+            raise KeyConfigError(f"{where} must be a mapping")
+        raw = entry.get("key")
+        if raw is None or raw == "" or (isinstance(raw, str) and raw.startswith("os.environ/")):
+            continue  # its environment variable is not set on this proxy
+        if not isinstance(raw, str) or not raw.startswith(KEY_PREFIX):
+            raise KeyConfigError(f"{where}.key must start with {KEY_PREFIX!r}")
+        key = _key_from_entry(entry, key_id_of(raw), where)
+        keys[key.key_id] = key
+    return keys
+
+
+def _key_from_entry(entry: dict[str, Any], key_id: str, where: str) -> VirtualKey:
+    known = {"key", "key_alias", "models", "max_budget", "budget_duration", "rpm_limit", "tpm_limit", "expires",
+             "blocked", "user_id", "team_id", "metadata"}
+    unknown = sorted(set(entry) - known)
+    if unknown:
+        raise KeyConfigError(f"{where} has unknown fields {unknown}; known: {sorted(known)}")
+    duration = entry.get("budget_duration")
+    if duration is not None:
+        parse_duration(str(duration))
+    models = entry.get("models") or []
+    if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
+        raise KeyConfigError(f"{where}.models must be a list of model names")
+    return VirtualKey(
+        key_id=key_id,
+        source="config",
+        alias=entry.get("key_alias"),
+        models=tuple(models),
+        max_budget=_number(entry, "max_budget", where),
+        budget_duration=str(duration) if duration is not None else None,
+        rpm_limit=_integer(entry, "rpm_limit", where),
+        tpm_limit=_integer(entry, "tpm_limit", where),
+        expires=_datetime(entry.get("expires"), where),
+        blocked=bool(entry.get("blocked", False)),
+        user_id=entry.get("user_id"),
+        team_id=entry.get("team_id"),
+        metadata=dict(entry.get("metadata") or {}),
+    )
+
+
+def _number(entry: dict[str, Any], name: str, where: str) -> float | None:
+    value = entry.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise KeyConfigError(f"{where}.{name} must be a number >= 0, got {value!r}")
+    return float(value)
+
+
+def _integer(entry: dict[str, Any], name: str, where: str) -> int | None:
+    value = entry.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise KeyConfigError(f"{where}.{name} must be a whole number >= 0, got {value!r}")
+    return value
+
+
+def _datetime(value: Any, where: str) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        parsed = value
+    else:
+        try:
+            parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        except ValueError:
+            raise KeyConfigError(f"{where}.expires must be an ISO 8601 time, got {value!r}") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

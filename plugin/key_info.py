@@ -1,0 +1,69 @@
+"""`GET /mpilot/key/info`: the calling virtual key's limits and spend (an admin may name any key)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse, Response
+
+from . import host
+from .auth.hook import mpilot_auth
+from .auth.keys import VirtualKey
+from .cohere.errors import CohereError
+from .route import error_response
+
+PATH = "/mpilot/key/info"
+
+router = APIRouter()
+
+
+@router.get(PATH, tags=["MPilot"])
+async def key_info(
+    caller: Annotated[host.Caller | CohereError, Depends(host.caller_or_refusal)],
+    key_id: str | None = None,
+) -> Response:
+    if isinstance(caller, CohereError):
+        return error_response(caller)
+    auth = mpilot_auth()
+    if key_id is not None:
+        if not host.is_admin(caller):
+            return error_response(CohereError(403, "only an admin may ask about another key's info"))
+        key = await _find(key_id)
+    else:
+        key = await auth.find_key(caller.token or "")
+        if key is None:
+            return error_response(CohereError(400, "this token is not a virtual key; an admin passes ?key_id="))
+    if key is None:
+        return error_response(CohereError(404, "no virtual key with that id", code="key_not_found"))
+    now = datetime.now(UTC)
+    return JSONResponse(describe(key, await auth.spend(key, now), now))
+
+
+async def _find(key_id: str) -> VirtualKey | None:
+    auth = mpilot_auth()
+    if len(key_id) == 64:
+        return await auth.find_key(key_id.lower())
+    matches = [key for key in auth.keys.values() if key.key_id.startswith(key_id.lower())]
+    return matches[0] if len(key_id) >= 8 and len(matches) == 1 else None
+
+
+def describe(key: VirtualKey, spend: float, now: datetime) -> dict[str, Any]:
+    window = key.budget_window(now)
+    return {
+        "key_id": key.display_id,
+        "key_alias": key.alias,
+        "source": key.source,
+        "models": list(key.models),
+        "max_budget": key.max_budget,
+        "budget_duration": key.budget_duration,
+        "budget_window_start": datetime.fromtimestamp(window, UTC).isoformat() if window is not None else None,
+        "spend": spend,
+        "rpm_limit": key.rpm_limit,
+        "tpm_limit": key.tpm_limit,
+        "expires": key.expires.isoformat() if key.expires else None,
+        "blocked": key.blocked,
+        "user_id": key.user_id,
+        "team_id": key.team_id,
+    }
