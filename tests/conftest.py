@@ -8,6 +8,7 @@ import pytest
 
 from .fake_upstream import FakeUpstream
 from .harness import MASTER_KEY, ProxyProcess, proxy_config_for
+from .jwt_issuer import JwksServer, ec_key, rsa_key
 
 
 @pytest.fixture(scope="session")
@@ -18,9 +19,18 @@ def upstream() -> Iterator[FakeUpstream]:
 
 
 @pytest.fixture(scope="session")
-def proxy(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyProcess]:
-    """One proxy for the session: the shipped config's plugin registration, models on the fake upstream."""
-    process = ProxyProcess(proxy_config_for(upstream), tmp_path_factory.mktemp("proxy")).start()
+def jwks() -> Iterator[JwksServer]:
+    """MPilot's token issuer: an RSA and an EC signing key behind a real JWKS endpoint."""
+    server = JwksServer(rsa_key("rsa-1"), ec_key("ec-1")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def proxy(upstream: FakeUpstream, jwks: JwksServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyProcess]:
+    """One proxy for the session: the shipped config's plugin registration, models on the fake upstream,
+    test virtual keys in config and in the key store, JWTs from `jwks`."""
+    process = ProxyProcess(proxy_config_for(upstream, jwks_url=jwks.url), tmp_path_factory.mktemp("proxy")).start()
     yield process
     process.stop()
 

@@ -35,7 +35,48 @@ def fake_model(name: str, upstream: FakeUpstream, **params: Any) -> dict[str, An
     }
 
 
-def proxy_config_for(upstream: FakeUpstream, extra_models: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+# Virtual keys, one per limit; each is declared in config.yaml (`sk-bf-cfg-<name>`) and placed in the
+# proxy's own key store (`sk-bf-store-<name>`), so every limit is tested for both.
+LIMITS: dict[str, dict[str, Any]] = {
+    "open": {"user_id": "user-open", "team_id": "team-open"},
+    "models": {"models": ["fake"]},
+    "group": {"models": ["group-b"]},
+    "wildcard": {"models": ["fake-*"]},
+    "blocked": {"blocked": True},
+    "expired": {"expires": "2020-01-01T00:00:00+00:00"},
+    "budget": {"max_budget": 0.00004},
+    "window": {"max_budget": 0.00002, "budget_duration": "10s"},
+    "rpm": {"rpm_limit": 2},
+    "tpm": {"tpm_limit": 25},
+    "stream": {},
+    "jwt": {"models": ["fake"]},
+}
+SOURCES = ("cfg", "store")
+HS_SECRET = "hs256-test-secret-0123456789abcdef"
+
+
+def virtual_key(source: str, name: str) -> str:
+    return f"sk-bf-{source}-{name}-0123456789"
+
+
+def store_keys() -> list[dict[str, Any]]:
+    return [{"key": virtual_key("store", name), "key_alias": f"store-{name}", **fields}
+            for name, fields in LIMITS.items()]
+
+
+def mpilot_section(jwks_url: str | None) -> dict[str, Any]:
+    from .jwt_issuer import AUDIENCE, ISSUER
+
+    return {
+        "jwt": {"issuer": ISSUER, "audience": AUDIENCE, "jwks_url": jwks_url, "secret": HS_SECRET,
+                "jwks_cooldown_seconds": 1},
+        "virtual_keys": [{"key": virtual_key("cfg", name), "key_alias": f"cfg-{name}", **fields}
+                         for name, fields in LIMITS.items()],
+    }
+
+
+def proxy_config_for(upstream: FakeUpstream, extra_models: list[dict[str, Any]] | None = None,
+                     jwks_url: str | None = None) -> dict[str, Any]:
     """The shipped config.yaml (plugin registration included, unchanged) with models on `upstream`."""
     config = yaml.safe_load(SHIPPED_CONFIG.read_text())
     config = copy.deepcopy(config)
@@ -43,7 +84,7 @@ def proxy_config_for(upstream: FakeUpstream, extra_models: list[dict[str, Any]] 
     config["model_list"] = [
         *config["model_list"],
         fake_model("fake", upstream),
-        fake_model("fake-b", upstream),
+        {**fake_model("fake-b", upstream), "model_info": {**PRICED, "access_groups": ["group-b"]}},
         fake_model("fake-timeout", upstream, timeout=1.5),
         {"model_name": "fake-broken", "litellm_params": {"model": "openai/broken", "api_base": dead,
                                                           "api_key": "fake-provider-key"},
@@ -51,7 +92,8 @@ def proxy_config_for(upstream: FakeUpstream, extra_models: list[dict[str, Any]] 
         *(extra_models or []),
     ]
     config["litellm_settings"]["callbacks"] = [*config["litellm_settings"]["callbacks"],
-                                               "tests.spend_recorder.recorder"]
+                                               "tests.spend_recorder.recorder", "tests.key_store_seed.seed"]
+    config["mpilot"] = mpilot_section(jwks_url)
     config.setdefault("general_settings", {})["master_key"] = MASTER_KEY
     config["router_settings"] = {"num_retries": 0, "fallbacks": [{"fake-broken": ["fake-b"]}]}
     return config
@@ -78,6 +120,7 @@ class ProxyProcess:
             "MPILOT_TEST_SPEND_LOG": str(self.spend_log_path),
             # The plugin is installed in the venv; the repo root makes `tests.spend_recorder` importable.
             "PYTHONPATH": str(REPO),
+            "MPILOT_TEST_STORE_KEYS": json.dumps(store_keys()),
             **(env or {}),
         }
         self._proc: subprocess.Popen[bytes] | None = None

@@ -32,6 +32,8 @@ class SpendRecorder(CustomLogger):
             "stream": payload.get("stream"),
             "completion_tokens": payload.get("completion_tokens"),
             "key_hash": metadata.get("user_api_key_hash"),
+            "user_id": metadata.get("user_api_key_user_id"),
+            "team_id": metadata.get("user_api_key_team_id"),
         }
         with open(os.environ["MPILOT_TEST_SPEND_LOG"], "a") as out:
             out.write(json.dumps(record) + "\n")

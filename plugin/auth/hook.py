@@ -90,11 +90,12 @@ class MPilotAuth:
         model = await host.requested_model(request)
         if model is not None and not await host.may_call_model(key, model):
             raise Refused(403, f"virtual key {key.display_id} may not use model {model!r}")
-        if key.max_budget is not None:
+        # Reads (the key's own info, model lists) stay open to a key that has spent its budget.
+        if key.max_budget is not None and request.method != "GET":
             spend = await self.spend(key, now)
             if spend >= key.max_budget:
                 raise Refused(402, f"virtual key {key.display_id} has exceeded its budget of "
-                                   f"${key.max_budget:,.2f} (spent ${spend:,.2f})")
+                                   f"{dollars(key.max_budget)} (spent {dollars(spend)})")
         return host.key_caller(key)
 
     def tracks_spend(self, key: VirtualKey) -> bool:
@@ -112,6 +113,11 @@ class MPilotAuth:
         if key is None or cost <= 0 or not self.tracks_spend(key):
             return
         await host.add_to_counters(key.spend_counters(datetime.now(UTC)), cost, ttl=key.counter_ttl())
+
+
+def dollars(amount: float) -> str:
+    """`$5.00`; small amounts keep their digits (`$0.00004`)."""
+    return f"${amount:,.2f}" if amount >= 0.01 or amount == 0 else f"${amount:.8f}".rstrip("0")
 
 
 _auth: MPilotAuth | None = None

@@ -74,9 +74,14 @@ _SECRET = re.compile(r"(?:\bsk-[A-Za-z0-9._\-]{4,}|\beyJ[A-Za-z0-9_\-]+\.[A-Za-z
                      r"|(?i:bearer)\s+[^\s,;\"']+)")
 
 
+# A full key id (SHA-256 hex): shown by its prefix, as the plugin names keys everywhere.
+_KEY_ID = re.compile(r"\b([0-9a-f]{12})[0-9a-f]{52}\b")
+
+
 def redact(text: str) -> str:
-    """`text` with every credential-looking token replaced, for messages that came from elsewhere."""
-    return _SECRET.sub("[redacted]", text)
+    """`text` with every credential-looking token replaced and key ids shortened, for messages that
+    came from elsewhere."""
+    return _KEY_ID.sub(r"\1", _SECRET.sub("[redacted]", text))
 
 
 def cohere_status(upstream_status: int) -> int:
