@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse, Response
 
 from . import host
 from .auth.hook import mpilot_auth
-from .auth.keys import VirtualKey
+from .auth.keys import VirtualKey, team_spend_counter, user_spend_counter
 from .cohere.errors import CohereError
 from .route import error_response
 
@@ -38,7 +38,11 @@ async def key_info(
     if key is None:
         return error_response(CohereError(404, "no virtual key with that id", code="key_not_found"))
     now = datetime.now(UTC)
-    return JSONResponse(describe(key, await auth.spend(key, now), now))
+    described = describe(key, await auth.spend(key, now), now)
+    if auth.tracks_spend(key):  # else LiteLLM keeps user and team spend in its database
+        described["user_spend"] = await host.read_counter(user_spend_counter(key.user_id)) if key.user_id else None
+        described["team_spend"] = await host.read_counter(team_spend_counter(key.team_id)) if key.team_id else None
+    return JSONResponse(described)
 
 
 async def _find(key_id: str) -> VirtualKey | None:

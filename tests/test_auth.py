@@ -196,6 +196,10 @@ def test_spend_goes_to_the_keys_user_and_team(proxy: ProxyProcess, fake: FakeUps
         time.sleep(0.05)
     assert record is not None
     assert (record["key_hash"], record["user_id"], record["team_id"]) == (key_id(token), "user-open", "team-open")
+    # The plugin's own counters (no database here) carry it to the key's user and team as well.
+    described = info(proxy, token)
+    assert described["user_spend"] >= record["response_cost"] * 0.999
+    assert described["team_spend"] >= record["response_cost"] * 0.999
 
 
 def test_key_info_for_another_key_needs_an_admin(proxy: ProxyProcess) -> None:
@@ -224,8 +228,10 @@ def test_admin_jwt_may_use_any_model_and_its_sub_is_charged(proxy: ProxyProcess,
             break
         time.sleep(0.05)
     assert record and record["user_id"] == "admin-alice" and record["response_cost"] > 0
-    # An admin may read any key's info.
+    # An admin may read any key's info, and use the proxy's admin routes.
     assert info(proxy, token, key_id=key_id(virtual_key("cfg", "open")))["key_alias"] == "cfg-open"
+    admin_route = httpx.get(f"{proxy.url}/router/settings", headers={"Authorization": f"Bearer {token}"})
+    assert admin_route.status_code == 200, admin_route.text
 
 
 @pytest.mark.parametrize("source", SOURCES)

@@ -6,10 +6,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import cohere
+import httpx
 import pytest
 import yaml
 
 from .harness import SHIPPED_CONFIG, ProxyProcess
+from .jwt_issuer import claims, rsa_key
 
 KEY = "sk-shipped-config-check"
 
@@ -21,6 +23,14 @@ def shipped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyProcess]:
                            env={"LITELLM_MASTER_KEY": KEY}).start()
     yield process
     process.stop()
+
+
+def test_jwts_are_refused_without_an_issuer(shipped: ProxyProcess) -> None:
+    token = rsa_key().sign(claims(role="admin"))
+    response = httpx.post(f"{shipped.url}/litellm/cohere/v2/chat", headers={"Authorization": f"Bearer {token}"},
+                          json={"model": "demo", "messages": [{"role": "user", "content": "hi"}]})
+    assert response.status_code == 401
+    assert "not accepted" in response.json()["message"]
 
 
 def demo_answer() -> str:

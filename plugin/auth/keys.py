@@ -73,14 +73,22 @@ class VirtualKey:
         """Every counter a request's cost is added to: the key's, and its user's and team's."""
         counters = [self.spend_counter(now)]
         if self.user_id:
-            counters.append(f"mpilot:spend:user:{self.user_id}")
+            counters.append(user_spend_counter(self.user_id))
         if self.team_id:
-            counters.append(f"mpilot:spend:team:{self.team_id}")
+            counters.append(team_spend_counter(self.team_id))
         return counters
 
     def counter_ttl(self) -> int:
         """How long a counter must live: its window (plus a day), or a year for a lifetime budget."""
         return parse_duration(self.budget_duration) + 86_400 if self.budget_duration else 365 * 86_400
+
+
+def user_spend_counter(user_id: str) -> str:
+    return f"mpilot:spend:user:{user_id}"
+
+
+def team_spend_counter(team_id: str) -> str:
+    return f"mpilot:spend:team:{team_id}"
 
 
 def config_keys(entries: Any) -> dict[str, VirtualKey]:
