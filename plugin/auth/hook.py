@@ -137,6 +137,12 @@ async def user_api_key_auth(request: Request, api_key: str) -> Any:
     """`general_settings.custom_auth`. Returns a caller, or None to decline (needs
     `custom_auth_settings.mode: auto`); a refusal ends the request with its status."""
     try:
-        return await mpilot_auth().authenticate(request, api_key)
+        auth = mpilot_auth()
+    except (ValueError, TypeError) as error:
+        # Fail closed and loudly: a broken `mpilot:` section must not let tokens through to anything.
+        log.error("MPilot auth is misconfigured: %s", error)
+        raise host.auth_refusal(500, f"MPilot auth is misconfigured: {error}") from None
+    try:
+        return await auth.authenticate(request, api_key)
     except Refused as refusal:
         raise host.auth_refusal(refusal.status, refusal.message) from None

@@ -121,7 +121,10 @@ def _key_from_entry(entry: dict[str, Any], key_id: str, where: str) -> VirtualKe
         raise KeyConfigError(f"{where} has unknown fields {unknown}; known: {sorted(known)}")
     duration = entry.get("budget_duration")
     if duration is not None:
-        parse_duration(str(duration))
+        try:
+            parse_duration(str(duration))
+        except KeyConfigError as error:
+            raise KeyConfigError(f"{where}.{error}") from None
     models = entry.get("models") or []
     if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
         raise KeyConfigError(f"{where}.models must be a list of model names")
