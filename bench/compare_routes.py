@@ -45,7 +45,7 @@ def percentile(values: list[float], q: float) -> float:
 def sequential(client: httpx.Client, requests: int) -> dict[str, list[float]]:
     times: dict[str, list[float]] = {"cohere": [], "openai": []}
     for i in range(requests * 2):
-        name, (path, body) = ("cohere", COHERE) if (i // 10) % 2 == 0 else ("openai", OPENAI)
+        name, (path, body) = ("cohere", COHERE) if i % 2 == 0 else ("openai", OPENAI)
         start = time.perf_counter()
         response = client.post(path, json=body)
         times[name].append(time.perf_counter() - start)
@@ -73,7 +73,7 @@ def streaming(client: httpx.Client, requests: int) -> dict[str, tuple[list[float
         and '"content":""' not in line.replace(" ", ""),
     }
     for i in range(requests * 2):
-        name, (path, body) = ("cohere", COHERE) if (i // 10) % 2 == 0 else ("openai", OPENAI)
+        name, (path, body) = ("cohere", COHERE) if i % 2 == 0 else ("openai", OPENAI)
         ttfe, total = first_and_last(client, path, body, checks[name])
         out[name][0].append(ttfe)
         out[name][1].append(total)
@@ -128,8 +128,8 @@ def row(label: str, cohere: float, openai: float, unit: str, ratio: float) -> No
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--requests", type=int, default=300, help="sequential requests per route")
-    parser.add_argument("--streams", type=int, default=100, help="streams per route")
+    parser.add_argument("--requests", type=int, default=500, help="sequential requests per route")
+    parser.add_argument("--streams", type=int, default=200, help="streams per route")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--throughput-requests", type=int, default=800, help="requests per route and round")
     args = parser.parse_args()
@@ -160,7 +160,7 @@ def run(proxy: ProxyProcess, args: argparse.Namespace) -> None:
         times = sequential(client, args.requests)
         streams = streaming(client, args.streams)
     rps: dict[str, list[float]] = {"cohere": [], "openai": []}
-    for _ in range(2):
+    for _ in range(3):
         for name, (path, body) in (("cohere", COHERE), ("openai", OPENAI)):
             rps[name].append(asyncio.run(throughput(proxy.url, path, body, args.concurrency,
                                                     args.throughput_requests)))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -15,6 +14,7 @@ from .cohere.request import to_openai_request
 from .cohere.response import to_cohere_response
 from .cohere.schema import ChatRequest, parse_chat_request
 from .cohere.stream import CohereStream, sse
+from .cohere.wire import dumps, loads
 
 PATH = "/litellm/cohere/v2/chat"
 
@@ -39,18 +39,14 @@ async def cohere_v2_chat(
     if isinstance(result, Response):
         return result
     body = to_cohere_response(result, chat.stop_sequences, with_logprobs=bool(chat.logprobs))
-    return Response(
-        content=json.dumps(body, ensure_ascii=False, separators=(",", ":")),
-        media_type="application/json",
-        headers=headers,
-    )
+    return Response(content=dumps(body), media_type="application/json", headers=headers)
 
 
 def error_response(error: CohereError) -> Response:
     headers = dict(error.headers)
     body = error.body(host.call_id(headers))
     return Response(
-        content=json.dumps(body), status_code=error.status, media_type="application/json", headers=headers
+        content=dumps(body), status_code=error.status, media_type="application/json", headers=headers
     )
 
 
@@ -68,7 +64,7 @@ async def cohere_frames(openai_frames: AsyncIterator[str], chat: ChatRequest) ->
                 for event in stream.finish():
                     yield sse(event)
                 continue
-            chunk = json.loads(payload)
+            chunk = loads(payload)
             error = chunk.get("error")
             if error is None:
                 for event in stream.feed(chunk):

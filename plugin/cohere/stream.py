@@ -7,11 +7,11 @@ chunk's events are returned as soon as the chunk is fed.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .response import finish_reason, logprob_items, usage
+from .wire import dumps
 
 Event = dict[str, Any]
 
@@ -155,4 +155,4 @@ def _merge_logprobs(items: list[dict[str, Any]]) -> dict[str, Any]:
 
 def sse(event: Event) -> str:
     """The wire frame of one event: `event:` + `data:` lines, as Cohere sends them."""
-    return f"event: {event['type']}\ndata: {json.dumps(event, ensure_ascii=False, separators=(',', ':'))}\n\n"
+    return f"event: {event['type']}\ndata: {dumps(event)}\n\n"
