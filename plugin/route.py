@@ -9,10 +9,11 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from . import host
+from .cohere.citations import citation_sources
 from .cohere.errors import CohereError, redact
 from .cohere.request import to_openai_request
 from .cohere.response import to_cohere_response
-from .cohere.schema import ChatRequest, parse_chat_request
+from .cohere.schema import parse_chat_request
 from .cohere.stream import CohereStream, sse
 from .cohere.wire import dumps, loads
 
@@ -31,14 +32,17 @@ async def cohere_v2_chat(
         return error_response(caller)
     try:
         chat = parse_chat_request(await request.body())
-        result, headers = await host.complete(
-            request, caller, to_openai_request(chat), frames=lambda openai: cohere_frames(openai, chat)
-        )
+        sources = citation_sources(chat)
+
+        def frames(openai: AsyncIterator[str]) -> AsyncIterator[str]:
+            return cohere_frames(openai, CohereStream(chat.stop_sequences, bool(chat.logprobs), sources))
+
+        result, headers = await host.complete(request, caller, to_openai_request(chat, sources), frames=frames)
     except CohereError as error:
         return error_response(error)
     if isinstance(result, Response):
         return result
-    body = to_cohere_response(result, chat.stop_sequences, with_logprobs=bool(chat.logprobs))
+    body = to_cohere_response(result, chat.stop_sequences, with_logprobs=bool(chat.logprobs), sources=sources)
     return Response(content=dumps(body), media_type="application/json", headers=headers)
 
 
@@ -50,9 +54,8 @@ def error_response(error: CohereError) -> Response:
     )
 
 
-async def cohere_frames(openai_frames: AsyncIterator[str], chat: ChatRequest) -> AsyncIterator[str]:
+async def cohere_frames(openai_frames: AsyncIterator[str], stream: CohereStream) -> AsyncIterator[str]:
     """LiteLLM's OpenAI-format SSE frames, as Cohere v2 stream events, chunk by chunk."""
-    stream = CohereStream(chat.stop_sequences, with_logprobs=bool(chat.logprobs))
     try:
         async for raw in openai_frames:
             frame = raw.decode() if isinstance(raw, bytes) else raw

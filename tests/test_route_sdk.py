@@ -79,11 +79,12 @@ def test_tool_use_round_trip(co: cohere.ClientV2, fake: FakeUpstream) -> None:
     second = co.chat(model="fake", messages=messages, tools=[WEATHER_TOOL])
     assert second.message.content[0].text == "It is 21 degrees in Paris."
     sent = fake.last["messages"]
-    assert sent[1]["role"] == "assistant"
-    assert sent[1]["content"] == "I will look up the weather."
-    assert sent[1]["tool_calls"][0]["id"] == "call_1"
-    assert json.loads(sent[1]["tool_calls"][0]["function"]["arguments"]) == {"city": "Paris"}
-    assert sent[2] == {"role": "tool", "tool_call_id": "call_1", "content": '{"temperature_c": 21}'}
+    assert sent[0]["role"] == "system"  # tool results are citable: the model is told how to cite
+    assert sent[2]["role"] == "assistant"
+    assert sent[2]["content"] == "I will look up the weather."
+    assert sent[2]["tool_calls"][0]["id"] == "call_1"
+    assert json.loads(sent[2]["tool_calls"][0]["function"]["arguments"]) == {"city": "Paris"}
+    assert sent[3] == {"role": "tool", "tool_call_id": "call_1", "content": '[call_1] {"temperature_c": 21}'}
 
 
 def test_tool_call_stream(co: cohere.ClientV2, fake: FakeUpstream) -> None:

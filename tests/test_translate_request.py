@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from plugin.cohere.errors import CohereError
-from plugin.cohere.request import document_ids, to_openai_request
+from plugin.cohere.citations import INSTRUCTIONS, citation_sources, document_sources
+from plugin.cohere.request import to_openai_request
 from plugin.cohere.schema import parse_chat_request
 
 USER = {"role": "user", "content": "hi"}
@@ -154,7 +155,40 @@ def test_documents_become_a_system_message_after_the_callers_own() -> None:
 def test_document_ids_are_the_callers_else_positional() -> None:
     request = parse_chat_request(json.dumps({"model": "m", "messages": [USER], "documents": [
         "a", {"data": {"t": "b"}}, {"id": "mine", "data": {"t": "c"}}]}).encode())
-    assert document_ids(request.documents) == ["doc_0", "doc_1", "mine"]
+    assert list(document_sources(request.documents)) == ["doc_0", "doc_1", "mine"]
+
+
+def grounded(**body: Any) -> dict[str, Any]:
+    request = parse_chat_request(json.dumps({"model": "m", "messages": [USER], **body}).encode())
+    return to_openai_request(request, citation_sources(request))
+
+
+def test_documents_with_citations_ask_for_markup() -> None:
+    out = grounded(documents=["Paris is in France."])
+    assert out["messages"][0]["content"].endswith(INSTRUCTIONS)
+    assert "[doc_0] Paris is in France." in out["messages"][0]["content"]
+
+
+def test_citations_off_gives_the_documents_without_markup_instructions() -> None:
+    for mode in ("OFF", "DISABLED"):
+        out = grounded(documents=["Paris is in France."], citation_options={"mode": mode})
+        assert INSTRUCTIONS not in out["messages"][0]["content"]
+        assert "[doc_0] Paris is in France." in out["messages"][0]["content"]
+
+
+def test_tool_results_are_sources_named_by_their_tool_call_id() -> None:
+    messages = [USER, {"role": "assistant", "tool_calls": [
+        {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}},
+        {"id": "call_2", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": [
+            {"type": "document", "document": {"data": {"temp": 21}}}]},
+        {"role": "tool", "tool_call_id": "call_2", "content": [
+            {"type": "text", "text": "sunny"}, {"type": "document", "document": {"data": {"wind": 3}}}]}]
+    out = grounded(messages=messages)
+    assert out["messages"][0] == {"role": "system", "content": INSTRUCTIONS}
+    assert out["messages"][3]["content"] == '[call_1] {"temp": 21}'
+    assert out["messages"][4]["content"] == '[call_2:0] sunny\n[call_2:1] {"wind": 3}'
+
 
 
 INVALID = [

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
+from .citations import INSTRUCTIONS, Source, document_sources, source_text, tool_sources
 from .schema import (
     AssistantMessage,
     ChatRequest,
-    Document,
     JsonObjectFormat,
     Message,
     SystemMessage,
@@ -23,12 +24,13 @@ _TOOL_CHOICE = {"AUTO": "auto", "NONE": "none", "REQUIRED": "required"}
 _DEFAULT_REASONING_EFFORT = "medium"
 
 
-def to_openai_request(request: ChatRequest) -> dict[str, Any]:
+def to_openai_request(request: ChatRequest, sources: Mapping[str, Source] | None = None) -> dict[str, Any]:
     """The OpenAI-format body for `request`. Parameters a target model cannot honour are left for
-    LiteLLM to drop (`drop_params`), as it does for its own routes."""
+    LiteLLM to drop (`drop_params`), as it does for its own routes. With `sources` (see
+    `citations.citation_sources`) the model is asked to mark what it cites."""
     body: dict[str, Any] = {
         "model": request.model,
-        "messages": _messages(request),
+        "messages": _messages(request, sources),
         "drop_params": True,
     }
     if request.stream:
@@ -85,32 +87,31 @@ def _json_format(response_format: JsonObjectFormat) -> dict[str, Any]:
     return {"type": "json_schema", "json_schema": {"name": "response", "schema": response_format.json_schema}}
 
 
-def _messages(request: ChatRequest) -> list[dict[str, Any]]:
-    converted = [_message(message) for message in request.messages]
-    if request.documents:
-        # Grounding documents go in a system message after the caller's own system prompt.
+def _messages(request: ChatRequest, sources: Mapping[str, Source] | None) -> list[dict[str, Any]]:
+    converted = [
+        _tool_result(message, sources) if isinstance(message, ToolMessage) else _message(message)
+        for message in request.messages
+    ]
+    grounding = _grounding_prompt(request, sources)
+    if grounding:
+        # After the caller's own system prompt, before the conversation.
         position = next(
             (i for i, message in enumerate(request.messages) if not isinstance(message, SystemMessage)),
             len(converted),
         )
-        converted.insert(position, {"role": "system", "content": documents_prompt(request.documents)})
+        converted.insert(position, {"role": "system", "content": grounding})
     return converted
 
 
-def document_ids(documents: list[str | Document]) -> list[str]:
-    """The id each document is cited by: the caller's own, else `doc_<position>`."""
-    return [
-        document.id if isinstance(document, Document) and document.id else f"doc_{i}"
-        for i, document in enumerate(documents)
-    ]
-
-
-def documents_prompt(documents: list[str | Document]) -> str:
-    lines = ["Use the following documents to answer. Each starts with its id in brackets."]
-    for doc_id, document in zip(document_ids(documents), documents, strict=True):
-        data = document if isinstance(document, str) else json.dumps(document.data, ensure_ascii=False)
-        lines.append(f"[{doc_id}] {data}")
-    return "\n".join(lines)
+def _grounding_prompt(request: ChatRequest, sources: Mapping[str, Source] | None) -> str | None:
+    documents = document_sources(request.documents or [])
+    lines = []
+    if documents:
+        lines.append("Use the following documents to answer. Each starts with its id in square brackets.")
+        lines.extend(source_text(source) for source in documents.values())
+    if sources:
+        lines.append(INSTRUCTIONS)
+    return "\n".join(lines) or None
 
 
 def _message(message: Message) -> dict[str, Any]:
@@ -120,7 +121,7 @@ def _message(message: Message) -> dict[str, Any]:
         return {"role": "user", "content": _user_content(message.content)}
     if isinstance(message, AssistantMessage):
         return _assistant(message)
-    return _tool_result(message)
+    return _tool_result(message, None)
 
 
 def _plain_text(content: str | list[TextContent]) -> str:
@@ -170,8 +171,10 @@ def _assistant(message: AssistantMessage) -> dict[str, Any]:
     return out
 
 
-def _tool_result(message: ToolMessage) -> dict[str, Any]:
-    if isinstance(message.content, str):
+def _tool_result(message: ToolMessage, sources: Mapping[str, Source] | None) -> dict[str, Any]:
+    if sources:  # each result block with the id it is cited by
+        content = "\n".join(source_text(source) for source in tool_sources(message).values())
+    elif isinstance(message.content, str):
         content = message.content
     else:
         content = "\n".join(

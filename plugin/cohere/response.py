@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .citations import CitationMarkup, Source, Span, cohere_citation
+
 _FINISH_REASONS = {
     "stop": "COMPLETE",
     "length": "MAX_TOKENS",
@@ -64,12 +66,22 @@ def reasoning_text(message: Mapping[str, Any]) -> str:
     return "".join(block.get("thinking") or "" for block in blocks if isinstance(block, Mapping))
 
 
+def _without_markup(text: str, sources: Mapping[str, Source]) -> tuple[str, list[Span]]:
+    markup = CitationMarkup(set(sources))
+    clean, spans = markup.feed(text)
+    rest, more = markup.finish()
+    return clean + rest, spans + more
+
+
 def to_cohere_response(openai: Mapping[str, Any], stop_sequences: Sequence[str] | None = None,
-                       with_logprobs: bool = False) -> dict[str, Any]:
+                       with_logprobs: bool = False, sources: Mapping[str, Source] | None = None) -> dict[str, Any]:
     choice = (openai.get("choices") or [{}])[0]
     message = choice.get("message") or {}
     text = message.get("content") or ""
     calls = message.get("tool_calls") or []
+    spans: list[Span] = []
+    if sources:  # the model marked what it cites: clean text, and where the citations are
+        text, spans = _without_markup(text, sources)
 
     content: list[dict[str, Any]] = []
     thinking = reasoning_text(message)
@@ -83,6 +95,8 @@ def to_cohere_response(openai: Mapping[str, Any], stop_sequences: Sequence[str] 
         cohere_message["tool_calls"] = [tool_call(call) for call in calls]
     elif text or not thinking:
         content.append({"type": "text", "text": text})
+        if spans:
+            cohere_message["citations"] = [cohere_citation(span, sources or {}, len(content) - 1) for span in spans]
     if content:
         cohere_message["content"] = content
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .citations import CitationMarkup, Source, Span, cohere_citation
 from .response import finish_reason, logprob_items, usage
 from .wire import dumps
 
@@ -17,9 +18,14 @@ Event = dict[str, Any]
 
 
 class CohereStream:
-    def __init__(self, stop_sequences: Sequence[str] | None = None, with_logprobs: bool = False) -> None:
+    def __init__(self, stop_sequences: Sequence[str] | None = None, with_logprobs: bool = False,
+                 sources: Mapping[str, Source] | None = None) -> None:
         self._stop_sequences = stop_sequences
         self._with_logprobs = with_logprobs
+        self._sources = sources or {}
+        self._markup = CitationMarkup(set(self._sources)) if sources else None
+        self._citations = 0  # citation events sent
+        self._text_index = 0  # the content index of the text block, which citations point into
         self.started = False
         self.ended = False
         self._block_type: str | None = None  # "text" or "thinking" while a content block is open
@@ -47,7 +53,7 @@ class CohereStream:
             text = delta.get("content")
             if text:
                 logprobs = logprob_items(choice.get("logprobs")) if self._with_logprobs else []
-                events.extend(self._content("text", text, logprobs))
+                events.extend(self._text(text, logprobs))
             for call in delta.get("tool_calls") or ():
                 events.extend(self._tool_call(call))
             if choice.get("finish_reason"):
@@ -71,10 +77,29 @@ class CohereStream:
             "usage": usage(self._usage),
         })
 
+    def _text(self, text: str, logprobs: list[dict[str, Any]] | None) -> list[Event]:
+        if self._markup is None:
+            return self._content("text", text, logprobs)
+        clean, spans = self._markup.feed(text)
+        return self._grounded(clean, spans, logprobs)
+
+    def _grounded(self, clean: str, spans: list[Span], logprobs: list[dict[str, Any]] | None) -> list[Event]:
+        """Clean text, then the citations that closed in it: a citation follows the text it covers."""
+        events = self._content("text", clean, logprobs) if clean else []
+        for span in spans:
+            citation = cohere_citation(span, self._sources, self._text_index)
+            events.append({"type": "citation-start", "index": self._citations,
+                           "delta": {"message": {"citations": citation}}})
+            events.append({"type": "citation-end", "index": self._citations})
+            self._citations += 1
+        return events
+
     def _end(self, delta: dict[str, Any]) -> list[Event]:
         if self.ended:
             return []
         events = [] if self.started else [self._message_start("")]
+        if self._markup is not None:  # text held back for a tag that never completed
+            events.extend(self._grounded(*self._markup.finish(), None))
         events.extend(self._close_open())
         events.append({"type": "message-end", "delta": delta})
         self.ended = True
@@ -90,6 +115,8 @@ class CohereStream:
             events.extend(self._close_open())
             self._block_index += 1
             self._block_type = block_type
+            if block_type == "text":
+                self._text_index = self._block_index
             events.append({
                 "type": "content-start",
                 "index": self._block_index,
