@@ -335,3 +335,20 @@ def register_callback(callback: Any) -> None:
 
     if callback not in litellm.callbacks:
         litellm.logging_callback_manager.add_litellm_callback(callback)
+
+
+def served_by_cohere(model: str) -> bool:
+    """Whether every deployment of `model` goes to Cohere's v2 chat API through LiteLLM's Cohere
+    provider, which takes Cohere's own `documents` and reports its citations."""
+    from litellm.proxy import proxy_server as proxy
+
+    router = proxy.llm_router
+    deployments = [d for d in (router.model_list if router else []) if d.get("model_name") == model]
+
+    def cohere_v2(deployment: Any) -> bool:
+        params = deployment.get("litellm_params") or {}
+        name = str(params.get("model") or "")
+        provider = params.get("custom_llm_provider") or name.split("/", 1)[0]
+        return provider in ("cohere", "cohere_chat") and "v1/" not in name
+
+    return bool(deployments) and all(cohere_v2(d) for d in deployments)

@@ -33,16 +33,23 @@ async def cohere_v2_chat(
     try:
         chat = parse_chat_request(await request.body())
         sources = citation_sources(chat)
+        # Cohere's own models take documents natively. LiteLLM 1.108.7's Cohere provider keeps only
+        # document citations of non-stream answers (it drops tool citations, and reads stream citation
+        # events from a field Cohere's stream does not have): those cases ask for markup instead.
+        native = (not chat.stream and host.served_by_cohere(chat.model)
+                  and not any(source["type"] == "tool" for source in (sources or {}).values()))
 
         def frames(openai: AsyncIterator[str]) -> AsyncIterator[str]:
             return cohere_frames(openai, CohereStream(chat.stop_sequences, bool(chat.logprobs), sources))
 
-        result, headers = await host.complete(request, caller, to_openai_request(chat, sources), frames=frames)
+        openai_body = to_openai_request(chat, sources, native_documents=native)
+        result, headers = await host.complete(request, caller, openai_body, frames=frames)
     except CohereError as error:
         return error_response(error)
     if isinstance(result, Response):
         return result
-    body = to_cohere_response(result, chat.stop_sequences, with_logprobs=bool(chat.logprobs), sources=sources)
+    body = to_cohere_response(result, chat.stop_sequences, with_logprobs=bool(chat.logprobs), sources=sources,
+                              native_citations=native)
     return Response(content=dumps(body), media_type="application/json", headers=headers)
 
 

@@ -39,6 +39,7 @@ class Reply:
     break_after: int | None = None  # stream: drop the connection after this many chunks
     chunk_size: int = 4  # characters of text per stream chunk
     hold_after: int | None = None  # stream: after this many chunks, wait for `FakeUpstream.release()`
+    citations: list[dict[str, Any]] = field(default_factory=list)  # Cohere v2 answers: native citations
 
     def finish(self) -> str:
         return self.finish_reason or ("tool_calls" if self.tool_calls else "stop")
@@ -60,7 +61,8 @@ class FakeUpstream:
         self._script: deque[Reply] = deque()
         self._lock = threading.Lock()
         self._gate = threading.Event()
-        app = Starlette(routes=[Route("/v1/chat/completions", self._chat, methods=["POST"])])
+        app = Starlette(routes=[Route("/v1/chat/completions", self._chat, methods=["POST"]),
+                                Route("/v2/chat", self._cohere_chat, methods=["POST"])])
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
@@ -115,6 +117,41 @@ class FakeUpstream:
         if body.get("stream"):
             return StreamingResponse(self._stream(body, reply), media_type="text/event-stream")
         return JSONResponse(_completion(body, reply))
+
+    async def _cohere_chat(self, request: Request) -> Any:
+        """Cohere's own v2 chat API, as LiteLLM's Cohere provider calls it."""
+        body = await request.json()
+        self.requests.append(Seen(body=body, headers=dict(request.headers)))
+        reply = self._next()
+        if reply.status != 200:
+            return JSONResponse({"message": reply.error_message}, status_code=reply.status)
+        if body.get("stream"):
+            return StreamingResponse(self._cohere_stream(reply), media_type="text/event-stream")
+        message: dict[str, Any] = {"role": "assistant", "content": [{"type": "text", "text": reply.text}]}
+        if reply.citations:
+            message["citations"] = reply.citations
+        return JSONResponse({
+            "id": "cohere-fake-1", "finish_reason": "COMPLETE", "message": message,
+            "usage": {"billed_units": {"input_tokens": reply.prompt_tokens, "output_tokens": reply.completion_tokens},
+                      "tokens": {"input_tokens": reply.prompt_tokens, "output_tokens": reply.completion_tokens}},
+        })
+
+    async def _cohere_stream(self, reply: Reply):
+        # One JSON object a line: the framing LiteLLM 1.108.7's Cohere v2 stream parser reads (it fails
+        # on SSE `event:`/`data:` lines, so it cannot stream Cohere's own SSE; see the closing notes).
+        def event(data: dict[str, Any]) -> str:
+            return json.dumps(data) + "\n"
+
+        yield event({"type": "message-start", "id": "cohere-fake-stream", "delta": {"message": {"role": "assistant"}}})
+        yield event({"type": "content-start", "index": 0,
+                     "delta": {"message": {"content": {"type": "text", "text": ""}}}})
+        for i in range(0, len(reply.text), reply.chunk_size):
+            yield event({"type": "content-delta", "index": 0,
+                         "delta": {"message": {"content": {"text": reply.text[i:i + reply.chunk_size]}}}})
+        yield event({"type": "content-end", "index": 0})
+        tokens = {"input_tokens": reply.prompt_tokens, "output_tokens": reply.completion_tokens}
+        yield event({"type": "message-end", "delta": {"finish_reason": "COMPLETE",
+                                                      "usage": {"billed_units": tokens, "tokens": tokens}}})
 
     async def _stream(self, body: dict[str, Any], reply: Reply):
         chunks = _chunks(body, reply)

@@ -88,3 +88,60 @@ def test_citations_off(co: cohere.ClientV2, fake: FakeUpstream) -> None:
         assert not response.message.citations
         assert "<co: ID>" not in fake.last["messages"][0]["content"]
         assert "[doc_1] Rome is the capital of Italy." in fake.last["messages"][0]["content"]
+
+
+# --- a model LiteLLM serves through its Cohere provider (fake Cohere v2 API behind it) --------------
+
+
+def test_cohere_model_gets_documents_natively_and_its_citations_pass_through(co: cohere.ClientV2,
+                                                                            fake: FakeUpstream) -> None:
+    answer = "France's capital is Paris and Italy's is Rome."
+    fake.script(Reply(text=answer, citations=[
+        {"start": 20, "end": 25, "text": "Paris", "type": "TEXT_CONTENT",
+         "sources": [{"type": "document", "id": "paris", "document": {"id": "paris", "title": "Paris"}}]},
+        {"start": 41, "end": 45, "text": "Rome", "type": "TEXT_CONTENT",
+         "sources": [{"type": "document", "id": "doc_1", "document": {"id": "doc_1"}},
+                     {"type": "document", "id": "paris", "document": {"id": "paris"}}]},
+    ]))
+    response = co.chat(model="fake-cohere", messages=QUESTION, documents=DOCUMENTS)
+    sent = fake.last
+    assert sent["documents"] == [
+        {"id": "paris", "data": {"title": "Paris", "text": "Paris is the capital of France."}},
+        {"id": "doc_1", "data": {"text": "Rome is the capital of Italy."}},
+    ]
+    assert all("<co:" not in str(m.get("content")) for m in sent["messages"])  # no markup asked of Cohere
+    text = response.message.content[0].text
+    assert text == answer
+    citations = response.message.citations
+    assert [(c.start, c.end, c.text) for c in citations] == [(20, 25, "Paris"), (41, 45, "Rome")]
+    assert [[s.id for s in c.sources] for c in citations] == [["paris"], ["doc_1", "paris"]]
+    assert citations[1].sources[0].document["text"] == "Rome is the capital of Italy."  # re-attached to ours
+    for citation in citations:
+        assert text[citation.start:citation.end] == citation.text and citation.content_index == 0
+
+
+def test_cohere_model_with_tool_results_uses_markup(co: cohere.ClientV2, fake: FakeUpstream) -> None:
+    """LiteLLM's Cohere provider drops tool citations, so tool results are cited through markup."""
+    fake.script(Reply(text="It is <co: call_w>21 degrees</co: call_w>.", citations=[
+        {"start": 6, "end": 16, "text": "21 degrees", "type": "TEXT_CONTENT",
+         "sources": [{"type": "tool", "id": "call_w:0", "tool_output": {"temp_c": 21}}]}]))
+    messages = [*QUESTION,
+                {"role": "assistant", "tool_calls": [{"id": "call_w", "type": "function",
+                                                      "function": {"name": "weather", "arguments": "{}"}}]},
+                {"role": "tool", "tool_call_id": "call_w",
+                 "content": [{"type": "document", "document": {"data": {"temp_c": 21}}}]}]
+    response = co.chat(model="fake-cohere", messages=messages)
+    assert response.message.content[0].text == "It is 21 degrees."
+    (citation,) = response.message.citations
+    assert (citation.text, citation.sources[0].type, citation.sources[0].id) == ("21 degrees", "tool", "call_w")
+    assert fake.last["messages"][-1]["content"] == '[call_w] {"temp_c": 21}'
+
+
+def test_cohere_model_stream_uses_markup(co: cohere.ClientV2, fake: FakeUpstream) -> None:
+    fake.script(Reply(text=ANSWER, chunk_size=5))
+    events = list(co.chat_stream(model="fake-cohere", messages=QUESTION, documents=DOCUMENTS))
+    text = "".join(e.delta.message.content.text for e in events if e.type == "content-delta")
+    assert text == CLEAN
+    assert [e.delta.message.citations.text for e in events if e.type == "citation-start"] == ["Paris",
+                                                                                               "Italy's is Rome"]
+    assert "[doc_1] Rome is the capital of Italy." in str(fake.last["messages"])

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from plugin.cohere.errors import CohereError
 from plugin.cohere.citations import INSTRUCTIONS, citation_sources, document_sources
+from plugin.cohere.errors import CohereError
 from plugin.cohere.request import to_openai_request
 from plugin.cohere.schema import parse_chat_request
 

@@ -24,15 +24,23 @@ _TOOL_CHOICE = {"AUTO": "auto", "NONE": "none", "REQUIRED": "required"}
 _DEFAULT_REASONING_EFFORT = "medium"
 
 
-def to_openai_request(request: ChatRequest, sources: Mapping[str, Source] | None = None) -> dict[str, Any]:
+def to_openai_request(request: ChatRequest, sources: Mapping[str, Source] | None = None,
+                      native_documents: bool = False) -> dict[str, Any]:
     """The OpenAI-format body for `request`. Parameters a target model cannot honour are left for
     LiteLLM to drop (`drop_params`), as it does for its own routes. With `sources` (see
-    `citations.citation_sources`) the model is asked to mark what it cites."""
+    `citations.citation_sources`) the model is asked to mark what it cites. With `native_documents`
+    (a model LiteLLM serves through its Cohere provider) documents go as Cohere's own `documents`."""
     body: dict[str, Any] = {
         "model": request.model,
-        "messages": _messages(request, sources),
+        "messages": _messages(request, None if native_documents else sources,
+                              with_documents=not native_documents),
         "drop_params": True,
     }
+    if native_documents and request.documents:
+        body["documents"] = [{"id": source["id"], "data": {k: v for k, v in source["document"].items() if k != "id"}}
+                             for source in document_sources(request.documents).values()]
+        if request.citation_options is not None and request.citation_options.mode is not None:
+            body["citation_options"] = {"mode": request.citation_options.mode}
     if request.stream:
         body["stream"] = True
         # Usage arrives in a last chunk only when asked for; Cohere's message-end carries it.
@@ -87,12 +95,13 @@ def _json_format(response_format: JsonObjectFormat) -> dict[str, Any]:
     return {"type": "json_schema", "json_schema": {"name": "response", "schema": response_format.json_schema}}
 
 
-def _messages(request: ChatRequest, sources: Mapping[str, Source] | None) -> list[dict[str, Any]]:
+def _messages(request: ChatRequest, sources: Mapping[str, Source] | None,
+              with_documents: bool = True) -> list[dict[str, Any]]:
     converted = [
         _tool_result(message, sources) if isinstance(message, ToolMessage) else _message(message)
         for message in request.messages
     ]
-    grounding = _grounding_prompt(request, sources)
+    grounding = _grounding_prompt(request, sources, with_documents)
     if grounding:
         # After the caller's own system prompt, before the conversation.
         position = next(
@@ -103,8 +112,9 @@ def _messages(request: ChatRequest, sources: Mapping[str, Source] | None) -> lis
     return converted
 
 
-def _grounding_prompt(request: ChatRequest, sources: Mapping[str, Source] | None) -> str | None:
-    documents = document_sources(request.documents or [])
+def _grounding_prompt(request: ChatRequest, sources: Mapping[str, Source] | None,
+                      with_documents: bool) -> str | None:
+    documents = document_sources(request.documents or []) if with_documents else {}
     lines = []
     if documents:
         lines.append("Use the following documents to answer. Each starts with its id in square brackets.")

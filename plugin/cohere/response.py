@@ -66,6 +66,34 @@ def reasoning_text(message: Mapping[str, Any]) -> str:
     return "".join(block.get("thinking") or "" for block in blocks if isinstance(block, Mapping))
 
 
+def spans_from_annotations(annotations: Sequence[Mapping[str, Any]], text: str,
+                           sources: Mapping[str, Source]) -> list[Span]:
+    """A native provider's citations, as LiteLLM reports them (`url_citation` annotations, one per
+    source, `url` = `source:<id>`), grouped back into spans over our text, with our sources."""
+    grouped: dict[tuple[int, int], list[str]] = {}
+    for annotation in annotations:
+        cited = annotation.get("url_citation") or {}
+        start, end = cited.get("start_index"), cited.get("end_index")
+        url = str(cited.get("url") or "")
+        source_id = _source_id(url.removeprefix("source:"), sources) if url.startswith("source:") else None
+        if not isinstance(start, int) or not isinstance(end, int) or not 0 <= start < end <= len(text) \
+                or source_id is None:
+            continue
+        ids = grouped.setdefault((start, end), [])
+        if source_id not in ids:
+            ids.append(source_id)
+    return [Span(start, end, text[start:end], tuple(ids)) for (start, end), ids in sorted(grouped.items())]
+
+
+def _source_id(cited: str, sources: Mapping[str, Source]) -> str | None:
+    """Cohere names a tool result's block `<tool_call_id>:<n>`; ours is the tool call id alone when
+    the result has one block."""
+    if cited in sources:
+        return cited
+    base = cited.rsplit(":", 1)[0]
+    return base if base in sources else None
+
+
 def _without_markup(text: str, sources: Mapping[str, Source]) -> tuple[str, list[Span]]:
     markup = CitationMarkup(set(sources))
     clean, spans = markup.feed(text)
@@ -74,13 +102,18 @@ def _without_markup(text: str, sources: Mapping[str, Source]) -> tuple[str, list
 
 
 def to_cohere_response(openai: Mapping[str, Any], stop_sequences: Sequence[str] | None = None,
-                       with_logprobs: bool = False, sources: Mapping[str, Source] | None = None) -> dict[str, Any]:
+                       with_logprobs: bool = False, sources: Mapping[str, Source] | None = None,
+                       native_citations: bool = False) -> dict[str, Any]:
+    """`sources`: what the answer may cite. The model either marked its citations in the text
+    (the default), or, with `native_citations`, its provider reported them (LiteLLM's annotations)."""
     choice = (openai.get("choices") or [{}])[0]
     message = choice.get("message") or {}
     text = message.get("content") or ""
     calls = message.get("tool_calls") or []
     spans: list[Span] = []
-    if sources:  # the model marked what it cites: clean text, and where the citations are
+    if sources and native_citations:
+        spans = spans_from_annotations(message.get("annotations") or [], text, sources)
+    elif sources:  # the model marked what it cites: clean text, and where the citations are
         text, spans = _without_markup(text, sources)
 
     content: list[dict[str, Any]] = []
