@@ -36,8 +36,9 @@ async def cohere_v2_chat(
         # Cohere's own models take documents natively. LiteLLM 1.108.7's Cohere provider keeps only
         # document citations of non-stream answers (it drops tool citations, and reads stream citation
         # events from a field Cohere's stream does not have): those cases ask for markup instead.
-        native = (not chat.stream and host.served_by_cohere(chat.model)
-                  and not any(source["type"] == "tool" for source in (sources or {}).values()))
+        native = (bool(chat.documents) and not chat.stream
+                  and not any(source["type"] == "tool" for source in (sources or {}).values())
+                  and host.served_by_cohere(chat.model))
 
         def frames(openai: AsyncIterator[str]) -> AsyncIterator[str]:
             return cohere_frames(openai, CohereStream(chat.stop_sequences, bool(chat.logprobs), sources))

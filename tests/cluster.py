@@ -24,8 +24,8 @@ import httpx
 import jwt
 import yaml
 
-from .fake_upstream import free_port
 from .harness import MASTER_KEY, SHIPPED_CONFIG, ProxyProcess
+from .loopback import free_port
 
 ISSUER = "https://mpilot.local/issuer"
 HS_SECRET = "local-cluster-hs256-secret-0123456789"
@@ -118,10 +118,7 @@ class LocalCluster:
         if errors:
             self.stop()
             raise RuntimeError(f"a proxy did not start: {errors[0]}")
-        servers = "\n".join(f"    server 127.0.0.1:{p.port} max_fails=1 fail_timeout=3s;" for p in self.proxies)
-        conf = self.workdir / "nginx.conf"
-        conf.write_text(NGINX_CONF.format(workdir=self.workdir, servers=servers, port=self.port,
-                                          unavailable=UNAVAILABLE))
+        conf = self._write_nginx_conf(drained=None)
         self._nginx = subprocess.Popen([NGINX, "-c", str(conf), "-p", str(self.workdir), "-g", "daemon off;"],
                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + 10
@@ -135,6 +132,27 @@ class LocalCluster:
                 self.stop()
                 raise RuntimeError("nginx did not come up")
             time.sleep(0.1)
+
+    def _write_nginx_conf(self, drained: int | None) -> Path:
+        servers = "\n".join(
+            f"    server 127.0.0.1:{p.port} max_fails=1 fail_timeout=3s{' down' if n == drained else ''};"
+            for n, p in enumerate(self.proxies))
+        conf = self.workdir / "nginx.conf"
+        conf.write_text(NGINX_CONF.format(workdir=self.workdir, servers=servers, port=self.port,
+                                          unavailable=UNAVAILABLE))
+        return conf
+
+    def _reload_nginx(self, drained: int | None) -> None:
+        assert self._nginx is not None
+        self._write_nginx_conf(drained)
+        os.kill(self._nginx.pid, signal.SIGHUP)  # new workers take the new upstreams; old ones finish theirs
+        time.sleep(0.5)
+
+    def rolling_restart(self, n: int) -> None:
+        """Restart proxy `n` the way a rolling deploy does: out of the balancer, restart, back in."""
+        self._reload_nginx(drained=n)
+        self.restart(n)
+        self._reload_nginx(drained=None)
 
     def redis(self, *command: str, expect: str | None = None) -> str:
         deadline = time.monotonic() + 10

@@ -8,18 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
+
+from .loopback import LoopbackServer, free_port
 
 
 @dataclass
@@ -63,22 +63,14 @@ class FakeUpstream:
         self._gate = threading.Event()
         app = Starlette(routes=[Route("/v1/chat/completions", self._chat, methods=["POST"]),
                                 Route("/v2/chat", self._cohere_chat, methods=["POST"])])
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._server = LoopbackServer(app, self.port)
 
     def start(self) -> FakeUpstream:
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("fake upstream did not start")
-            time.sleep(0.02)
+        self._server.start()
         return self
 
     def stop(self) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=5)
+        self._server.stop()
 
     def script(self, *replies: Reply) -> None:
         with self._lock:
@@ -175,12 +167,6 @@ class FakeUpstream:
             raise
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _usage(reply: Reply) -> dict[str, Any]:
     return {
         "prompt_tokens": reply.prompt_tokens,
@@ -262,7 +248,7 @@ def main() -> None:
     parser.add_argument("--words", type=int, default=40, help="words in every answer")
     args = parser.parse_args()
     text = " ".join(f"word{i}" for i in range(args.words))
-    FakeUpstream(port=args.port, default=Reply(text=text, chunk_size=8))._server.run()
+    FakeUpstream(port=args.port, default=Reply(text=text, chunk_size=8))._server.run_here()
 
 
 if __name__ == "__main__":

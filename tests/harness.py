@@ -15,7 +15,8 @@ from typing import Any
 import httpx
 import yaml
 
-from .fake_upstream import FakeUpstream, free_port
+from .fake_upstream import FakeUpstream
+from .loopback import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED_CONFIG = REPO / "config.yaml"

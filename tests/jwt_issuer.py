@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import jwt
-import uvicorn
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from starlette.applications import Starlette
@@ -17,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from .fake_upstream import free_port
+from .loopback import LoopbackServer, free_port
 
 ISSUER = "https://mpilot.test/issuer"
 AUDIENCE = "mpilot-gateway"
@@ -73,22 +71,14 @@ class JwksServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/.well-known/jwks.json"
         app = Starlette(routes=[Route("/.well-known/jwks.json", self._jwks)])
-        self._server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
-                                                     lifespan="off"))
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._server = LoopbackServer(app, self.port)
 
     def start(self) -> JwksServer:
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("JWKS server did not start")
-            time.sleep(0.02)
+        self._server.start()
         return self
 
     def stop(self) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=5)
+        self._server.stop()
 
     async def _jwks(self, request: Request) -> JSONResponse:
         self.fetches += 1

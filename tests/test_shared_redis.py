@@ -13,9 +13,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .fake_upstream import FakeUpstream, free_port
+from .fake_upstream import FakeUpstream
 from .harness import ProxyProcess, proxy_config_for, virtual_key
 from .jwt_issuer import JwksServer
+from .loopback import free_port
 
 PATH = "/litellm/cohere/v2/chat"
 USER = [{"role": "user", "content": "hi"}]
