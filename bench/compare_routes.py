@@ -30,7 +30,8 @@ from plugin.cohere.response import to_cohere_response
 from plugin.cohere.schema import parse_chat_request
 from plugin.cohere.stream import CohereStream, sse
 from tests.fake_upstream import FakeUpstream, free_port
-from tests.harness import MASTER_KEY, REPO, ProxyProcess, proxy_config_for
+from tests.harness import HS_SECRET, MASTER_KEY, REPO, ProxyProcess, proxy_config_for, virtual_key
+from tests.jwt_issuer import claims
 
 PROMPT = [{"role": "user", "content": "Summarise the plot of Hamlet in one paragraph."}]
 COHERE = ("/litellm/cohere/v2/chat", {"model": "fake", "messages": PROMPT, "max_tokens": 200})
@@ -95,6 +96,27 @@ async def throughput(url: str, path: str, body: dict[str, Any], concurrency: int
         start = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         return total / (time.perf_counter() - start)
+
+
+def auth_latency(url: str, requests: int) -> dict[str, list[float]]:
+    """The Cohere route's latency by who calls: LiteLLM's master key (declined by the plugin's hook),
+    an `sk-bf-` virtual key, and a virtual-key JWT (verified once, then remembered)."""
+    import hashlib
+
+    import jwt
+
+    raw = virtual_key("cfg", "open")
+    token = jwt.encode(claims(vk=hashlib.sha256(raw.encode()).hexdigest(), ttl=3600), HS_SECRET, algorithm="HS256")
+    callers = {"master key": MASTER_KEY, "sk-bf- key": raw, "virtual-key JWT": token}
+    times: dict[str, list[float]] = {name: [] for name in callers}
+    path, body = COHERE
+    with httpx.Client(base_url=url, timeout=60) as client:
+        for i in range(requests * len(callers)):
+            name = list(callers)[i % len(callers)]
+            start = time.perf_counter()
+            client.post(path, json=body, headers={"Authorization": f"Bearer {callers[name]}"}).raise_for_status()
+            times[name].append(time.perf_counter() - start)
+    return times
 
 
 def translation_cost(rounds: int = 3000) -> tuple[float, float]:
@@ -165,6 +187,7 @@ def run(proxy: ProxyProcess, args: argparse.Namespace) -> None:
             rps[name].append(asyncio.run(throughput(proxy.url, path, body, args.concurrency,
                                                     args.throughput_requests)))
     per_request, per_chunk = translation_cost()
+    callers = auth_latency(proxy.url, args.requests // 2)
 
     print(f"\nCohere route vs LiteLLM's /v1/chat/completions ({args.requests} sequential, {args.streams} streams,"
           f" {args.concurrency} concurrent)")
@@ -182,6 +205,11 @@ def run(proxy: ProxyProcess, args: argparse.Namespace) -> None:
     print(f"{'translation per request':<34} {per_request:>10.1f} {'':>10} {'us':<4} "
           f"{per_request / (o50 * 1e3):>7.3f}  (share of LiteLLM's p50)")
     print(f"{'translation per stream chunk':<34} {per_chunk:>10.1f} {'':>10} {'us':<4}")
+    base = statistics.median(callers["master key"]) * 1e3
+    print(f"\nCohere route p50 by caller ({args.requests // 2} each, alternating; ratio to the master key)")
+    for name, samples in callers.items():
+        p50 = statistics.median(samples) * 1e3
+        print(f"{name:<34} {p50:>10.2f} {'':>10} {'ms':<4} {p50 / base:>7.3f}")
 
 
 if __name__ == "__main__":
