@@ -63,33 +63,32 @@ def error_response(error: CohereError) -> Response:
 
 
 async def cohere_frames(openai_frames: AsyncIterator[str], stream: CohereStream) -> AsyncIterator[str]:
-    """LiteLLM's OpenAI-format SSE frames, as Cohere v2 stream events, chunk by chunk."""
+    """LiteLLM's OpenAI-format SSE frames, as Cohere v2 stream events, chunk by chunk. The events one
+    upstream chunk makes go out in one write, as LiteLLM's own route writes one frame per chunk."""
     try:
         async for raw in openai_frames:
             frame = raw.decode() if isinstance(raw, bytes) else raw
             if not frame.startswith("data: "):
                 yield frame  # keep-alive comments
                 continue
-            payload = frame[6:].strip()
-            if payload == "[DONE]":
-                for event in stream.finish():
-                    yield sse(event)
-                continue
-            chunk = loads(payload)
-            error = chunk.get("error")
-            if error is None:
-                for event in stream.feed(chunk):
-                    yield sse(event)
-            elif not stream.started:
-                # Nothing sent yet: LiteLLM turns this frame into a JSON error with its status.
-                yield frame
-                return
+            if frame.startswith("data: [DONE]"):
+                events = stream.finish()
             else:
-                message = redact(str(error.get("message") or "upstream error"))
-                timed_out = str(error.get("code")) in ("408", "504")
-                for event in stream.fail(message, timed_out=timed_out):
-                    yield sse(event)
-        for event in stream.finish():
-            yield sse(event)
+                chunk = loads(frame[6:])  # orjson takes the trailing blank line
+                error = chunk.get("error")
+                if error is None:
+                    events = stream.feed(chunk)
+                elif not stream.started:
+                    # Nothing sent yet: LiteLLM turns this frame into a JSON error with its status.
+                    yield frame
+                    return
+                else:
+                    message = redact(str(error.get("message") or "upstream error"))
+                    events = stream.fail(message, timed_out=str(error.get("code")) in ("408", "504"))
+            if events:
+                yield "".join(sse(event) for event in events)
+        events = stream.finish()
+        if events:
+            yield "".join(sse(event) for event in events)
     finally:
         await openai_frames.aclose()
