@@ -15,12 +15,8 @@ import argparse
 import asyncio
 import json
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -29,9 +25,10 @@ from plugin.cohere.request import to_openai_request
 from plugin.cohere.response import to_cohere_response
 from plugin.cohere.schema import parse_chat_request
 from plugin.cohere.stream import CohereStream, sse
-from tests.fake_upstream import FakeUpstream, free_port
-from tests.harness import HS_SECRET, MASTER_KEY, REPO, ProxyProcess, proxy_config_for, virtual_key
+from tests.harness import HS_SECRET, MASTER_KEY, ProxyProcess, virtual_key
 from tests.jwt_issuer import claims
+
+from .setup import running_proxy
 
 PROMPT = [{"role": "user", "content": "Summarise the plot of Hamlet in one paragraph."}]
 COHERE = ("/litellm/cohere/v2/chat", {"model": "fake", "messages": PROMPT, "max_tokens": 200})
@@ -160,22 +157,8 @@ def main() -> None:
     parser.add_argument("--throughput-requests", type=int, default=800, help="requests per route and round")
     args = parser.parse_args()
 
-    port = free_port()
-    upstream = subprocess.Popen([sys.executable, "-m", "tests.fake_upstream", "--port", str(port), "--words", "40"],
-                                cwd=REPO)
-    try:
-        fake = FakeUpstream(port=port)  # only its address is used: the server runs in `upstream`
-        with tempfile.TemporaryDirectory() as workdir:
-            config = proxy_config_for(fake)
-            config["litellm_settings"]["callbacks"] = ["plugin.config_hooks.cohere_v2_chat"]
-            proxy = ProxyProcess(config, Path(workdir)).start()
-            try:
-                run(proxy, args)
-            finally:
-                proxy.stop()
-    finally:
-        upstream.terminate()
-        upstream.wait(timeout=10)
+    with running_proxy() as proxy:
+        run(proxy, args)
 
 
 def run(proxy: ProxyProcess, args: argparse.Namespace) -> None:

@@ -12,17 +12,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
 
 import httpx
 
-from tests.fake_upstream import FakeUpstream
-from tests.harness import MASTER_KEY, REPO, ProxyProcess, proxy_config_for
-from tests.loopback import free_port
+from tests.harness import MASTER_KEY
+
+from .setup import running_proxy
 
 BASE = {"model": "fake", "messages": [{"role": "user", "content": "Summarise Hamlet."}], "max_tokens": 200,
         "stream": True}
@@ -38,32 +34,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--streams", type=int, default=100, help="streams per variant")
     args = parser.parse_args()
-    port = free_port()
-    upstream = subprocess.Popen([sys.executable, "-m", "tests.fake_upstream", "--port", str(port), "--words", "40"],
-                                cwd=REPO)
-    try:
-        with tempfile.TemporaryDirectory() as workdir:
-            config = proxy_config_for(FakeUpstream(port=port))
-            config["litellm_settings"]["callbacks"] = ["plugin.config_hooks.cohere_v2_chat"]
-            proxy = ProxyProcess(config, Path(workdir)).start()
-            try:
-                times: dict[str, list[float]] = {name: [] for name in VARIANTS}
-                with httpx.Client(base_url=proxy.url, headers={"Authorization": f"Bearer {MASTER_KEY}"},
-                                  timeout=60) as client:
-                    for i in range((args.streams + 5) * len(VARIANTS)):
-                        name = list(VARIANTS)[i % len(VARIANTS)]
-                        path, body = VARIANTS[name]
-                        start = time.perf_counter()
-                        with client.stream("POST", path, json=body) as response:
-                            for _ in response.iter_raw():
-                                pass
-                        if i >= 5 * len(VARIANTS):  # the first rounds warm up
-                            times[name].append(time.perf_counter() - start)
-            finally:
-                proxy.stop()
-    finally:
-        upstream.terminate()
-        upstream.wait(timeout=10)
+    times: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    with running_proxy() as proxy, httpx.Client(base_url=proxy.url, headers={"Authorization": f"Bearer {MASTER_KEY}"},
+                                                timeout=60) as client:
+        for i in range((args.streams + 5) * len(VARIANTS)):
+            name = list(VARIANTS)[i % len(VARIANTS)]
+            path, body = VARIANTS[name]
+            start = time.perf_counter()
+            with client.stream("POST", path, json=body) as response:
+                for _ in response.iter_raw():
+                    pass
+            if i >= 5 * len(VARIANTS):  # the first rounds warm up
+                times[name].append(time.perf_counter() - start)
     base = statistics.median(times["openai route"])
     for name, samples in times.items():
         print(f"{name:<36} {statistics.median(samples) * 1e3:8.2f} ms {statistics.median(samples) / base:7.3f}")
