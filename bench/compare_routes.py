@@ -25,6 +25,7 @@ from plugin.cohere.request import to_openai_request
 from plugin.cohere.response import to_cohere_response
 from plugin.cohere.schema import parse_chat_request
 from plugin.cohere.stream import CohereStream, sse
+from plugin.cohere.wire import dumps, loads
 from tests.harness import HS_SECRET, MASTER_KEY, ProxyProcess, virtual_key
 from tests.jwt_issuer import claims
 
@@ -130,17 +131,16 @@ def translation_cost(rounds: int = 3000) -> tuple[float, float]:
     for _ in range(rounds):
         request = parse_chat_request(body)
         to_openai_request(request)
-        json.dumps(to_cohere_response(openai_answer, request.stop_sequences))
+        dumps(to_cohere_response(openai_answer, request.stop_sequences))
     per_request = (time.perf_counter() - start) / rounds * 1e6
 
-    frame = "data: " + json.dumps({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1,
+    frame = b"data: " + dumps({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1,
                                    "model": "fake", "choices": [{"index": 0, "delta": {"content": "word1 wo"},
-                                                                 "finish_reason": None}]}) + "\n\n"
+                                                                 "finish_reason": None}]}) + b"\n\n"
     stream = CohereStream()
     start = time.perf_counter()
     for _ in range(rounds):
-        for event in stream.feed(json.loads(frame[6:])):
-            sse(event)
+        b"".join(sse(event) for event in stream.feed(loads(frame[6:])))
     per_chunk = (time.perf_counter() - start) / rounds * 1e6
     return per_request, per_chunk
 

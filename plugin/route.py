@@ -40,7 +40,7 @@ async def cohere_v2_chat(
                   and not any(source["type"] == "tool" for source in (sources or {}).values())
                   and host.served_by_cohere(chat.model))
 
-        def frames(openai: AsyncIterator[str]) -> AsyncIterator[str]:
+        def frames(openai: AsyncIterator[str | bytes]) -> AsyncIterator[str | bytes]:
             return cohere_frames(openai, CohereStream(chat.stop_sequences, bool(chat.logprobs), sources))
 
         openai_body = to_openai_request(chat, sources, native_documents=native)
@@ -62,16 +62,16 @@ def error_response(error: CohereError) -> Response:
     )
 
 
-async def cohere_frames(openai_frames: AsyncIterator[str], stream: CohereStream) -> AsyncIterator[str]:
+async def cohere_frames(openai_frames: AsyncIterator[str | bytes], stream: CohereStream) -> AsyncIterator[str | bytes]:
     """LiteLLM's OpenAI-format SSE frames, as Cohere v2 stream events, chunk by chunk. The events one
     upstream chunk makes go out in one write, as LiteLLM's own route writes one frame per chunk."""
     try:
         async for raw in openai_frames:
-            frame = raw.decode() if isinstance(raw, bytes) else raw
-            if not frame.startswith("data: "):
+            frame = raw if isinstance(raw, bytes) else raw.encode()
+            if not frame.startswith(b"data: "):
                 yield frame  # keep-alive comments
                 continue
-            if frame.startswith("data: [DONE]"):
+            if frame.startswith(b"data: [DONE]"):
                 events = stream.finish()
             else:
                 chunk = loads(frame[6:])  # orjson takes the trailing blank line
@@ -86,9 +86,9 @@ async def cohere_frames(openai_frames: AsyncIterator[str], stream: CohereStream)
                     message = redact(str(error.get("message") or "upstream error"))
                     events = stream.fail(message, timed_out=str(error.get("code")) in ("408", "504"))
             if events:
-                yield "".join(sse(event) for event in events)
+                yield b"".join(sse(event) for event in events)
         events = stream.finish()
         if events:
-            yield "".join(sse(event) for event in events)
+            yield b"".join(sse(event) for event in events)
     finally:
         await openai_frames.aclose()

@@ -126,4 +126,4 @@ def test_other_choices_are_ignored() -> None:
 def test_sse_frame() -> None:
     frame = sse({"type": "content-delta", "index": 0, "delta": {"message": {"content": {"text": "é\n"}}}})
     assert frame == 'event: content-delta\ndata: {"type":"content-delta","index":0,' \
-                    '"delta":{"message":{"content":{"text":"é\\n"}}}}\n\n'
+                    '"delta":{"message":{"content":{"text":"é\\n"}}}}\n\n'.encode()

@@ -180,6 +180,6 @@ def _merge_logprobs(items: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def sse(event: Event) -> str:
+def sse(event: Event) -> bytes:
     """The wire frame of one event: `event:` + `data:` lines, as Cohere sends them."""
-    return f"event: {event['type']}\ndata: {dumps(event)}\n\n"
+    return b"event: " + event["type"].encode() + b"\ndata: " + dumps(event) + b"\n\n"

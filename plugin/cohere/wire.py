@@ -8,12 +8,15 @@ from typing import Any
 try:
     import orjson
 
-    def dumps(value: Any) -> str:
-        return orjson.dumps(value).decode()
-
-    loads = orjson.loads
+    dumps_bytes = orjson.dumps
+    loads = orjson.loads  # takes bytes or str
 except ImportError:  # pragma: no cover - orjson comes with LiteLLM
-    def dumps(value: Any) -> str:
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    def dumps_bytes(value: Any) -> bytes:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
 
     loads = json.loads
+
+
+def dumps(value: Any) -> bytes:
+    """Compact UTF-8 JSON, as the wire carries it."""
+    return dumps_bytes(value)
