@@ -27,7 +27,7 @@ from .cohere.errors import CohereError, cohere_status, redact
 
 Caller = UserAPIKeyAuth
 # Turns LiteLLM's own OpenAI-format SSE frames into the frames we send.
-FrameTranslator = Callable[[AsyncIterator[str]], AsyncIterator[str]]
+FrameTranslator = Callable[[AsyncIterator[str | bytes]], AsyncIterator[str | bytes]]
 
 
 def mount(router: APIRouter) -> None:
@@ -127,7 +127,7 @@ async def complete(
     processor = ProxyBaseLLMRequestProcessing(data=openai_body)
 
     def select_frames(response: Any, user_api_key_dict: Caller, request_data: dict, request: Any = None,
-                      **_: Any) -> AsyncIterator[str]:
+                      **_: Any) -> AsyncIterator[str | bytes]:
         return frames(proxy.async_data_generator(
             response=response, user_api_key_dict=user_api_key_dict, request_data=request_data, request=request,
         ))
