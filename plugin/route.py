@@ -74,7 +74,7 @@ async def cohere_frames(openai_frames: AsyncIterator[str | bytes], stream: Coher
             if frame.startswith(b"data: [DONE]"):
                 events = stream.finish()
             else:
-                chunk = loads(frame[6:])  # orjson takes the trailing blank line
+                chunk = loads(frame[6:])
                 error = chunk.get("error")
                 if error is None:
                     events = stream.feed(chunk)
