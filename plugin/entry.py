@@ -13,7 +13,7 @@ class CohereV2Chat(CustomLogger):
 
     def __init__(self) -> None:
         super().__init__()
-        host.mount(route.router)
+        host.mount(route.router, chat_completions=True)
         host.mount(key_info.router)
         host.register_callback(key_spend)
 

@@ -30,8 +30,9 @@ Caller = UserAPIKeyAuth
 FrameTranslator = Callable[[AsyncIterator[str | bytes]], AsyncIterator[str | bytes]]
 
 
-def mount(router: APIRouter) -> None:
-    """Serve `router`'s routes from the proxy's own app, ahead of the proxy's catch-all routes.
+def mount(router: APIRouter, chat_completions: bool = False) -> None:
+    """Serve `router`'s routes from the proxy's own app, ahead of the proxy's catch-all routes, as
+    LLM API routes (virtual keys may call them); `chat_completions`: they make chat-completion calls.
 
     Idempotent: LiteLLM runs a config-referenced module once per reference.
     """
@@ -41,7 +42,10 @@ def mount(router: APIRouter) -> None:
     if any((getattr(r, "path", None), tuple(sorted(getattr(r, "methods", None) or ()))) in ours
            for r in app.router.routes):
         return
-    _declare_llm_api_routes([route.path for route in router.routes])
+    paths = [route.path for route in router.routes]
+    _declare_llm_api_routes(paths)
+    if chat_completions:
+        _declare_chat_completion_routes(paths)
     before = len(app.router.routes)
     app.include_router(router)
     added = app.router.routes[before:]
@@ -55,6 +59,19 @@ def _declare_llm_api_routes(paths: list[str]) -> None:
     route pattern it knows (~10% of a request's CPU time when measured)."""
     for routes in (LiteLLMRoutes.openai_routes.value, LiteLLMRoutes.llm_api_routes.value):
         routes.extend(path for path in paths if path not in routes)
+
+
+def _declare_chat_completion_routes(paths: list[str]) -> None:
+    """Give our routes the call types of `/v1/chat/completions`: a key's or team's
+    `metadata.allowed_tools` then applies to them (Cohere v2 tools have OpenAI's shape), guardrails
+    treat their streams as the OpenAI-format chunks they are before we translate them, and LiteLLM
+    finds the route's call types at once instead of matching it against every pattern it knows,
+    twice per request."""
+    from litellm.types.utils import API_ROUTE_TO_CALL_TYPES
+
+    chat = API_ROUTE_TO_CALL_TYPES["/v1/chat/completions"]
+    for path in paths:
+        API_ROUTE_TO_CALL_TYPES.setdefault(path, chat)  # type: ignore[attr-defined]  # a dict typed as Mapping
 
 
 @functools.wraps(user_api_key_auth)

@@ -51,6 +51,7 @@ LIMITS: dict[str, dict[str, Any]] = {
     "tpm": {"tpm_limit": 25},
     "stream": {},
     "jwt": {"models": ["fake"]},
+    "tools": {"metadata": {"allowed_tools": ["get_weather"]}},
 }
 SOURCES = ("cfg", "store")
 HS_SECRET = "hs256-test-secret-0123456789abcdef"
@@ -148,6 +149,17 @@ class ProxyProcess:
             time.sleep(0.2)
         self.stop()
         raise RuntimeError(f"proxy not healthy after {timeout}s:\n{self.log()[-4000:]}")
+
+    @property
+    def pid(self) -> int:
+        assert self._proc is not None, "not started"
+        return self._proc.pid
+
+    def cpu_seconds(self) -> float:
+        """CPU time the proxy process has used so far, all its threads (Linux /proc; 10 ms ticks)."""
+        with open(f"/proc/{self.pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
         if self._proc is None or self._proc.poll() is not None:

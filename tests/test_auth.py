@@ -122,6 +122,27 @@ def test_model_allow_list(proxy: ProxyProcess, fake: FakeUpstream, source: str, 
     assert f"may not use model '{denied}'" in error_of(raw_chat(proxy, token, denied), 403)
 
 
+def tool(name: str) -> dict[str, Any]:
+    return {"type": "function", "function": {"name": name, "parameters": {"type": "object", "properties": {}}}}
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_allowed_tools_of_the_key_apply(proxy: ProxyProcess, fake: FakeUpstream, source: str) -> None:
+    """LiteLLM's own tool allow-list (`metadata.allowed_tools` of a key or team) guards this route too."""
+    token = virtual_key(source, "tools")
+    answer = client(proxy, token).chat(model="fake", messages=USER, tools=[tool("get_weather")])
+    assert answer.finish_reason == "COMPLETE"
+    assert [t["function"]["name"] for t in fake.requests[-1].body["tools"]] == ["get_weather"]
+    sent = len(fake.requests)
+    refused = raw_chat(proxy, token, tools=[tool("get_weather"), tool("delete_everything")])
+    assert "delete_everything" in error_of(refused, 403)
+    assert "get_weather'" not in refused.json()["message"]
+    with pytest.raises(cohere.errors.ForbiddenError):
+        client(proxy, token).chat(model="fake", messages=USER, tools=[tool("delete_everything")])
+    assert len(fake.requests) == sent  # nothing refused reached the provider
+    assert raw_chat(proxy, virtual_key(source, "open"), tools=[tool("delete_everything")]).status_code == 200
+
+
 @pytest.mark.parametrize("source", SOURCES)
 def test_budget_exhausted_is_402(proxy: ProxyProcess, fake: FakeUpstream, source: str) -> None:
     token = virtual_key(source, "budget")  # $0.00004; each answer costs $0.000025
