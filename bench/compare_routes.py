@@ -5,7 +5,8 @@
 Starts a fake OpenAI-compatible upstream (its own process) and one LiteLLM proxy with the plugin,
 then measures `POST /litellm/cohere/v2/chat` against `POST /v1/chat/completions`, interleaving the
 two so machine noise falls on both alike. Prints each figure and the ratio cohere/openai (for
-throughput: openai rps / cohere rps), so > 1 always means the Cohere route is slower.
+throughput: openai rps / cohere rps), so > 1 always means the Cohere route is slower; also the
+proxy's own CPU time per request and per stream, the work each route costs whatever else runs.
 Also times the translation alone, in process, per request and per stream chunk.
 """
 
@@ -16,7 +17,8 @@ import asyncio
 import json
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -41,13 +43,34 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def sequential(client: httpx.Client, requests: int) -> dict[str, list[float]]:
+class ProxyCpu:
+    """The proxy's CPU time (all threads) spent during each route's requests, summed: less sensitive
+    than wall time to what else the machine runs, since only the proxy's own work counts."""
+
+    def __init__(self, proxy: ProxyProcess) -> None:
+        self.proxy = proxy
+        self.seconds: dict[str, float] = {"cohere": 0.0, "openai": 0.0}
+        self.requests: dict[str, int] = {"cohere": 0, "openai": 0}
+
+    @contextmanager
+    def spent_on(self, name: str) -> Iterator[None]:
+        before = self.proxy.cpu_seconds()
+        yield
+        self.seconds[name] += self.proxy.cpu_seconds() - before
+        self.requests[name] += 1
+
+    def per_request_ms(self, name: str) -> float:
+        return self.seconds[name] / max(1, self.requests[name]) * 1e3
+
+
+def sequential(client: httpx.Client, requests: int, cpu: ProxyCpu) -> dict[str, list[float]]:
     times: dict[str, list[float]] = {"cohere": [], "openai": []}
     for i in range(requests * 2):
         name, (path, body) = ("cohere", COHERE) if i % 2 == 0 else ("openai", OPENAI)
-        start = time.perf_counter()
-        response = client.post(path, json=body)
-        times[name].append(time.perf_counter() - start)
+        with cpu.spent_on(name):
+            start = time.perf_counter()
+            response = client.post(path, json=body)
+            times[name].append(time.perf_counter() - start)
         response.raise_for_status()
     return times
 
@@ -64,7 +87,7 @@ def first_and_last(client: httpx.Client, path: str, body: dict[str, Any], first:
     return ttfe or float("nan"), time.perf_counter() - start
 
 
-def streaming(client: httpx.Client, requests: int) -> dict[str, tuple[list[float], list[float]]]:
+def streaming(client: httpx.Client, requests: int, cpu: ProxyCpu) -> dict[str, tuple[list[float], list[float]]]:
     out: dict[str, tuple[list[float], list[float]]] = {"cohere": ([], []), "openai": ([], [])}
     checks = {
         "cohere": lambda line: line.startswith("data: ") and '"content-delta"' in line,
@@ -77,7 +100,8 @@ def streaming(client: httpx.Client, requests: int) -> dict[str, tuple[list[float
     for i in range(requests * 2):
         name = "cohere" if i % 2 == 0 else "openai"
         path, body = bodies[name]
-        ttfe, total = first_and_last(client, path, body, checks[name])
+        with cpu.spent_on(name):
+            ttfe, total = first_and_last(client, path, body, checks[name])
         out[name][0].append(ttfe)
         out[name][1].append(total)
     return out
@@ -164,10 +188,11 @@ def main() -> None:
 def run(proxy: ProxyProcess, args: argparse.Namespace) -> None:
     headers = {"Authorization": f"Bearer {MASTER_KEY}"}
     with httpx.Client(base_url=proxy.url, headers=headers, timeout=60) as client:
-        sequential(client, 30)  # warm up both routes
-        streaming(client, 10)
-        times = sequential(client, args.requests)
-        streams = streaming(client, args.streams)
+        sequential(client, 30, ProxyCpu(proxy))  # warm up both routes
+        streaming(client, 10, ProxyCpu(proxy))
+        sequential_cpu, stream_cpu = ProxyCpu(proxy), ProxyCpu(proxy)
+        times = sequential(client, args.requests, sequential_cpu)
+        streams = streaming(client, args.streams, stream_cpu)
     rps: dict[str, list[float]] = {"cohere": [], "openai": []}
     for _ in range(3):
         for name, (path, body) in (("cohere", COHERE), ("openai", OPENAI)):
@@ -183,12 +208,16 @@ def run(proxy: ProxyProcess, args: argparse.Namespace) -> None:
     row("latency p50", c50, o50, "ms", c50 / o50)
     c99, o99 = percentile(times["cohere"], 0.99) * 1e3, percentile(times["openai"], 0.99) * 1e3
     row("latency p99", c99, o99, "ms", c99 / o99)
+    cc, oc = sequential_cpu.per_request_ms("cohere"), sequential_cpu.per_request_ms("openai")
+    row("proxy CPU per request", cc, oc, "ms", cc / oc)
     crps, orps = statistics.median(rps["cohere"]), statistics.median(rps["openai"])
     row(f"throughput at {args.concurrency} clients", crps, orps, "rps", orps / crps)
     ct, ot = statistics.median(streams["cohere"][0]) * 1e3, statistics.median(streams["openai"][0]) * 1e3
     row("stream: first text event p50", ct, ot, "ms", ct / ot)
     ce, oe = statistics.median(streams["cohere"][1]) * 1e3, statistics.median(streams["openai"][1]) * 1e3
     row("stream: end p50", ce, oe, "ms", ce / oe)
+    cc, oc = stream_cpu.per_request_ms("cohere"), stream_cpu.per_request_ms("openai")
+    row("stream: proxy CPU per stream", cc, oc, "ms", cc / oc)
     print(f"{'translation per request':<34} {per_request:>10.1f} {'':>10} {'us':<4} "
           f"{per_request / (o50 * 1e3):>7.3f}  (share of LiteLLM's p50)")
     print(f"{'translation per stream chunk':<34} {per_chunk:>10.1f} {'':>10} {'us':<4}")
