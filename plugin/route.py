@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -18,6 +19,7 @@ from .cohere.stream import CohereStream, sse
 from .cohere.wire import dumps, loads
 
 PATH = "/litellm/cohere/v2/chat"
+log = logging.getLogger(__name__)
 
 router = APIRouter()
 
@@ -64,30 +66,45 @@ def error_response(error: CohereError) -> Response:
 
 async def cohere_frames(openai_frames: AsyncIterator[str | bytes], stream: CohereStream) -> AsyncIterator[str | bytes]:
     """LiteLLM's OpenAI-format SSE frames, as Cohere v2 stream events, chunk by chunk. The events one
-    upstream chunk makes go out in one write, as LiteLLM's own route writes one frame per chunk."""
+    upstream chunk makes go out in one write, as LiteLLM's own route writes one frame per chunk.
+
+    A failure before anything was sent becomes an OpenAI-format error frame, which LiteLLM answers as
+    a JSON error with its status (the route then gives it Cohere's shape); after that, the stream
+    ends with `message-end` ERROR (or TIMEOUT) and the error's text.
+    """
+    sent = False
     try:
-        async for raw in openai_frames:
-            frame = raw if isinstance(raw, bytes) else raw.encode()
-            if not frame.startswith(b"data: "):
-                yield frame  # keep-alive comments
-                continue
-            if frame.startswith(b"data: [DONE]"):
-                events = stream.finish()
-            else:
-                chunk = loads(frame[6:])
-                error = chunk.get("error")
-                if error is None:
-                    events = stream.feed(chunk)
-                elif not stream.started:
-                    # Nothing sent yet: LiteLLM turns this frame into a JSON error with its status.
-                    yield frame
-                    return
+        try:
+            async for raw in openai_frames:
+                frame = raw if isinstance(raw, bytes) else raw.encode()
+                if not frame.startswith(b"data: "):
+                    sent = True
+                    yield frame  # keep-alive comments
+                    continue
+                if frame.startswith(b"data: [DONE]"):
+                    events = stream.finish()
                 else:
-                    message = redact(str(error.get("message") or "upstream error"))
-                    events = stream.fail(message, timed_out=str(error.get("code")) in ("408", "504"))
-            if events:
-                yield b"".join(sse(event) for event in events)
-        events = stream.finish()
+                    chunk = loads(frame[6:])
+                    error = chunk.get("error")
+                    if error is None:
+                        events = stream.feed(chunk)
+                    elif not sent:
+                        yield frame
+                        return
+                    else:
+                        message = redact(str(error.get("message") or "upstream error"))
+                        events = stream.fail(message, timed_out=str(error.get("code")) in ("408", "504"))
+                if events:
+                    sent = True
+                    yield b"".join(sse(event) for event in events)
+            events = stream.finish()
+        except Exception as failure:  # noqa: BLE001  # e.g. a guardrail blocking the answer: LiteLLM re-raises it
+            refusal = host.error_from_exception(failure)
+            log.warning("Cohere stream ended by %s: %s", type(failure).__name__, refusal.message)
+            if not sent:
+                yield b"data: " + dumps({"error": {"message": refusal.message, "code": str(refusal.status)}}) + b"\n\n"
+                return
+            events = stream.fail(refusal.message, timed_out=refusal.status == 504)
         if events:
             yield b"".join(sse(event) for event in events)
     finally:
