@@ -143,10 +143,22 @@ class LocalCluster:
         return conf
 
     def _reload_nginx(self, drained: int | None) -> None:
+        """New workers take the new upstreams; the old ones finish their requests and exit. Returns once
+        they have: until then an old worker may still pick the upstream being drained."""
         assert self._nginx is not None
+        old = self._nginx_workers()
         self._write_nginx_conf(drained)
-        os.kill(self._nginx.pid, signal.SIGHUP)  # new workers take the new upstreams; old ones finish theirs
-        time.sleep(0.5)
+        os.kill(self._nginx.pid, signal.SIGHUP)
+        deadline = time.monotonic() + 30
+        while self._nginx_workers() & old or not self._nginx_workers():
+            if time.monotonic() > deadline:
+                raise RuntimeError("nginx's old workers did not exit after a reload")
+            time.sleep(0.05)
+
+    def _nginx_workers(self) -> set[int]:
+        assert self._nginx is not None
+        pid = self._nginx.pid
+        return {int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
 
     def rolling_restart(self, n: int) -> None:
         """Restart proxy `n` the way a rolling deploy does: out of the balancer, restart, back in."""
