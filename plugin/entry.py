@@ -9,13 +9,15 @@ from .auth.spend import key_spend
 
 
 class CohereV2Chat(CustomLogger):
-    """Loaded from `litellm_settings.callbacks`: mounts the plugin's routes and its spend callback."""
+    """Loaded from `litellm_settings.callbacks`: mounts the plugin's routes and its spend callback,
+    and loads ahead what LiteLLM would load on the first request."""
 
     def __init__(self) -> None:
         super().__init__()
         host.mount(route.router, chat_completions=True)
         host.mount(key_info.router)
         host.register_callback(key_spend)
+        host.warm_up()
 
 
 cohere_v2_chat = CohereV2Chat()

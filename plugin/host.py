@@ -53,6 +53,15 @@ def mount(router: APIRouter, chat_completions: bool = False) -> None:
     app.router.routes[0:0] = added
 
 
+def warm_up() -> None:
+    """Load at start what LiteLLM loads lazily on the first request that checks a key's tool allow-list
+    (its guardrail translation handlers, ~40 modules): otherwise that first request, on any route,
+    blocks the proxy's event loop for most of a second after every start (bench/cold_start)."""
+    from litellm.llms import load_guardrail_translation_mappings
+
+    load_guardrail_translation_mappings()
+
+
 def _declare_llm_api_routes(paths: list[str]) -> None:
     """Tell LiteLLM our routes serve LLM calls, as its own `/v1/chat/completions` does: keys limited to
     `llm_api_routes` may call them, and its auth recognises them at once instead of trying every
