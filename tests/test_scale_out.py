@@ -79,6 +79,7 @@ class Load:
     outcomes: Counter = field(default_factory=Counter)
     served_by: Counter = field(default_factory=Counter)
     silent_failures: list[str] = field(default_factory=list)
+    keep_alive: bool = True  # reuse connections to nginx between requests
 
     def __post_init__(self) -> None:
         self._stop = threading.Event()
@@ -97,7 +98,8 @@ class Load:
             thread.join(timeout=60)
 
     def _run(self) -> None:
-        with httpx.Client(timeout=30) as client:
+        limits = httpx.Limits() if self.keep_alive else httpx.Limits(max_keepalive_connections=0)
+        with httpx.Client(timeout=30, limits=limits) as client:
             while not self._stop.is_set() and time.monotonic() < self._deadline:
                 with self._lock:
                     if sum(self.outcomes.values()) + len(self.silent_failures) >= self.limit:
@@ -156,7 +158,12 @@ def test_killing_one_proxy_under_load(cluster: LocalCluster) -> None:
 
 
 def test_rolling_restart_under_load(cluster: LocalCluster) -> None:
-    with Load(cluster, virtual_key_jwt(ROLL_KEY)) as load:
+    # A connection per request: draining is an nginx reload here, and a reloading nginx closes its old
+    # workers' idle keep-alive connections, which a client may be sending on at that very moment (seen
+    # as RemoteProtocolError in 2 of ~12 runs). That race is between the client and nginx's reload,
+    # which real deployments do not use to drain (compose and Kubernetes route around a stopping
+    # replica); what is tested is that the proxies' restart loses nothing.
+    with Load(cluster, virtual_key_jwt(ROLL_KEY), keep_alive=False) as load:
         wait_until(lambda: load.answered() >= 20, 30)
         for n in range(len(cluster.proxies)):
             cluster.rolling_restart(n)  # out of nginx, SIGTERM, start, healthy, back into nginx
