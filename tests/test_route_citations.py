@@ -67,14 +67,17 @@ def test_malformed_markup_keeps_the_text(co: cohere.ClientV2, fake: FakeUpstream
     assert not [e for e in events if e.type == "citation-start"]
 
 
+# A tool round trip: the assistant called `weather` (call_w), the tool answered with one document.
+WEATHER_ROUND_TRIP = [*QUESTION,
+                      {"role": "assistant", "tool_calls": [{"id": "call_w", "type": "function",
+                                                            "function": {"name": "weather", "arguments": "{}"}}]},
+                      {"role": "tool", "tool_call_id": "call_w",
+                       "content": [{"type": "document", "document": {"data": {"temp_c": 21}}}]}]
+
+
 def test_tool_results_are_cited_as_tool_sources(co: cohere.ClientV2, fake: FakeUpstream) -> None:
     fake.script(Reply(text="It is <co: call_w>21 degrees</co: call_w>."))
-    messages = [*QUESTION,
-                {"role": "assistant", "tool_calls": [{"id": "call_w", "type": "function",
-                                                      "function": {"name": "weather", "arguments": "{}"}}]},
-                {"role": "tool", "tool_call_id": "call_w",
-                 "content": [{"type": "document", "document": {"data": {"temp_c": 21}}}]}]
-    response = co.chat(model="fake", messages=messages)
+    response = co.chat(model="fake", messages=WEATHER_ROUND_TRIP)
     (citation,) = response.message.citations
     assert (citation.text, citation.sources[0].type, citation.sources[0].id) == ("21 degrees", "tool", "call_w")
     assert citation.sources[0].tool_output == {"temp_c": 21}
@@ -125,12 +128,7 @@ def test_cohere_model_with_tool_results_uses_markup(co: cohere.ClientV2, fake: F
     fake.script(Reply(text="It is <co: call_w>21 degrees</co: call_w>.", citations=[
         {"start": 6, "end": 16, "text": "21 degrees", "type": "TEXT_CONTENT",
          "sources": [{"type": "tool", "id": "call_w:0", "tool_output": {"temp_c": 21}}]}]))
-    messages = [*QUESTION,
-                {"role": "assistant", "tool_calls": [{"id": "call_w", "type": "function",
-                                                      "function": {"name": "weather", "arguments": "{}"}}]},
-                {"role": "tool", "tool_call_id": "call_w",
-                 "content": [{"type": "document", "document": {"data": {"temp_c": 21}}}]}]
-    response = co.chat(model="fake-cohere", messages=messages)
+    response = co.chat(model="fake-cohere", messages=WEATHER_ROUND_TRIP)
     assert response.message.content[0].text == "It is 21 degrees."
     (citation,) = response.message.citations
     assert (citation.text, citation.sources[0].type, citation.sources[0].id) == ("21 degrees", "tool", "call_w")
