@@ -2,18 +2,36 @@
 
 from __future__ import annotations
 
+import os
+import sys
+from typing import NoReturn
+
 from litellm.integrations.custom_logger import CustomLogger
 
 from . import host, key_info, route
+from .auth.hook import mpilot_auth
 from .auth.spend import key_spend
 
 
+def refuse_to_start(reason: str) -> NoReturn:
+    """One clear line and the process ends: a traceback through LiteLLM's start-up would bury the
+    reason under hundreds of lines, and a proxy serving with limits that cannot hold is worse."""
+    line = f"MPilot plugin: refusing to start: {reason}"
+    print(line, file=sys.stderr, flush=True)
+    os._exit(3)
+
+
 class CohereV2Chat(CustomLogger):
-    """Loaded from `litellm_settings.callbacks`: mounts the plugin's routes and its spend callback,
-    and loads ahead what LiteLLM would load on the first request."""
+    """Loaded from `litellm_settings.callbacks`: checks the `mpilot:` section (a proxy whose limits
+    could not hold does not start), mounts the plugin's routes and its spend callback, and loads ahead
+    what LiteLLM would load on the first request."""
 
     def __init__(self) -> None:
         super().__init__()
+        try:
+            mpilot_auth()
+        except (ValueError, TypeError) as error:
+            refuse_to_start(str(error))
         host.mount(route.router, chat_completions=True)
         host.mount(key_info.router)
         host.register_callback(key_spend)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import hmac
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -23,7 +24,7 @@ from litellm.proxy.route_llm_request import ProxyModelNotFoundError
 from litellm.types.proxy.auth.user_roles import LitellmUserRoles
 
 from .auth.keys import VirtualKey
-from .cohere.errors import CohereError, cohere_status, redact
+from .cohere.errors import CohereError, call_failure_message, cohere_status, redact
 
 Caller = UserAPIKeyAuth
 # Turns LiteLLM's own OpenAI-format SSE frames into the frames we send.
@@ -94,6 +95,7 @@ async def caller_or_refusal(*args: Any, **kwargs: Any) -> Caller | CohereError:
     if body.strip() and not body.lstrip().startswith(b"{"):
         # LiteLLM's auth reads fields of the body and fails with a 500 on anything but an object.
         return CohereError(400, "request body must be a JSON object", code="invalid_json")
+    share_json_body(request, body)
     try:
         return await user_api_key_auth(*args, **kwargs)
     except Exception as error:  # noqa: BLE001  # every refusal becomes a Cohere error
@@ -107,8 +109,9 @@ async def caller_or_refusal(*args: Any, **kwargs: Any) -> Caller | CohereError:
 _NO_DATABASE = "No connected db."
 
 
-def error_from_exception(error: BaseException, model: str | None = None) -> CohereError:
-    """A Cohere error for whatever LiteLLM or a provider raised. Messages are redacted of tokens."""
+def error_from_exception(error: BaseException, model: str | None = None, provider_failed: bool = False) -> CohereError:
+    """A Cohere error for whatever LiteLLM or a provider raised. Messages are redacted of tokens.
+    `provider_failed`: the provider of `model` answered with this error (not a refusal by the proxy)."""
     if isinstance(error, CohereError):
         return error
     if isinstance(error, ProxyModelNotFoundError):
@@ -116,14 +119,24 @@ def error_from_exception(error: BaseException, model: str | None = None) -> Cohe
                                 "models your key can use", code="model_not_found")
     if isinstance(error, ProxyException):
         status = int(error.code) if str(error.code).isdigit() else 500
-        return CohereError(cohere_status(status), redact(error.message), headers=_safe(error.headers))
-    status = getattr(error, "status_code", None)
-    if not isinstance(status, int):
-        status = 500
-    detail = getattr(error, "detail", None)
-    message = getattr(error, "message", None) or (detail if isinstance(detail, str) else None) \
-        or (detail.get("error") if isinstance(detail, dict) else None) or str(error) or type(error).__name__
-    return CohereError(cohere_status(status), redact(str(message)), headers=_safe(getattr(error, "headers", None)))
+        message, headers = error.message, error.headers
+    else:
+        status = getattr(error, "status_code", None)
+        if not isinstance(status, int):
+            status = 500
+        detail = getattr(error, "detail", None)
+        message = getattr(error, "message", None) or (detail if isinstance(detail, str) else None) \
+            or (detail.get("error") if isinstance(detail, dict) else None) or str(error) or type(error).__name__
+        headers = getattr(error, "headers", None)
+    message = redact(str(message))
+    if provider_failed:
+        message = call_failure_message(status, message, model)
+    return CohereError(cohere_status(status), message, headers=_safe(headers))
+
+
+def _from_provider(error: BaseException) -> bool:
+    """LiteLLM's provider exceptions name their provider; refusals by the proxy's own hooks do not."""
+    return bool(getattr(error, "llm_provider", None))
 
 
 def _safe(headers: Any) -> dict[str, str]:
@@ -184,10 +197,11 @@ async def complete(
             )
         except ProxyException as handled:
             mapped = error_from_exception(error if isinstance(error, ProxyModelNotFoundError) else handled,
-                                          model=openai_body.get("model"))
+                                          model=openai_body.get("model"), provider_failed=_from_provider(error))
             mapped.headers = {**_safe(handled.headers), **mapped.headers}
             raise mapped from None
-        raise error_from_exception(error, model=openai_body.get("model")) from None
+        raise error_from_exception(error, model=openai_body.get("model"), provider_failed=_from_provider(error)) \
+            from None
 
     if isinstance(result, JSONResponse) and result.status_code >= 400:
         # A stream whose first frame was an error: LiteLLM answered it as an OpenAI-format JSON error.
@@ -225,22 +239,69 @@ def mpilot_settings() -> dict[str, Any]:
     return dict(section) if isinstance(section, dict) else {}
 
 
-async def requested_model(request: Request) -> str | None:
-    """The model a request asks for, from its (cached) JSON body; None for requests without one."""
+async def requested_models(request: Request) -> list[str]:
+    """Every model a request names, wherever LiteLLM would take one from: its body (JSON, or the form
+    fields of an upload, parsed once and cached by LiteLLM), its path (`/engines/{model}/...`,
+    `/openai/deployments/{model}/...`, Bedrock, Azure and Google shapes), its query (`?model=`, which
+    LiteLLM prefers to the body's on chat routes; also a realtime websocket's), and the headers and ids
+    LiteLLM reads for files and batches. A model check must cover them all: the call uses one of them."""
+    from litellm.proxy import proxy_server as proxy
+    from litellm.proxy.auth.auth_utils import get_model_from_request, get_request_route
     from litellm.proxy.common_utils.http_parsing_utils import read_request_body
 
-    if request.method not in ("POST", "PUT", "PATCH"):
-        return None
     try:
         body = await read_request_body(request)
-    except Exception:  # noqa: BLE001  # an unreadable body is the route's to answer
-        return None
-    model = body.get("model") if isinstance(body, dict) else None
-    return model if isinstance(model, str) and model else None
+    except Exception:  # noqa: BLE001  # an unreadable body is LiteLLM's (or the route's) to answer
+        body = {}
+    body = body if isinstance(body, dict) else {}
+    route = get_request_route(request=request)
+    named: list[object] = [body.get("model"), request.query_params.get("model"),
+                           request.path_params.get("model"), request.path_params.get("model_name")]
+    found = get_model_from_request(body, route, request_headers=request.headers,
+                                   request_query_params=request.query_params, llm_router=proxy.llm_router,
+                                   request=request)
+    named.extend(found if isinstance(found, list) else [found])
+    models: list[str] = []
+    for model in named:
+        if isinstance(model, str) and model and model not in models:
+            models.append(model)
+    return models
+
+
+def route_of(request: Request) -> str:
+    from litellm.proxy.auth.auth_utils import get_request_route
+
+    return get_request_route(request=request)
+
+
+def route_spends(route: str) -> bool:
+    """Whether a call of `route` can reach a model, and so spend: LiteLLM's own rule for budgets
+    (LLM API routes except model discovery; `/health`, which calls every model the key may use, and
+    realtime websockets included)."""
+    from litellm.proxy.auth.auth_checks import route_skips_budget_checks
+
+    return not route_skips_budget_checks(route=route)
+
+
+def share_json_body(request: Request, body: bytes) -> None:
+    """Make LiteLLM read our route's body as the route does (JSON, whatever the content type claims), so
+    auth checks the model the route will call: a JSON body sent as a form would read as a form without a
+    `model` otherwise."""
+    from litellm.proxy.common_utils.http_parsing_utils import safe_set_request_parsed_body
+
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return  # the route answers 400 before any call
+    if isinstance(parsed, dict):
+        safe_set_request_parsed_body(request, parsed)
 
 
 async def store_key(key_id: str) -> VirtualKey | None:
-    """A key from the proxy's own key store: its cache, then its database when it has one."""
+    """A virtual key from the proxy's own key store: its cache, then its database when it has one.
+
+    LiteLLM's key cache holds more than virtual keys (the master key's auth object, admins' keys, UI
+    sessions): only an entry that is a plain virtual key stored under this very id is one."""
     from litellm.proxy import proxy_server as proxy
     from litellm.proxy.auth.auth_checks import get_key_object
 
@@ -251,10 +312,10 @@ async def store_key(key_id: str) -> VirtualKey | None:
                                          user_api_key_cache=proxy.user_api_key_cache)
         except Exception:  # noqa: BLE001  # not in the store
             found = None
-    if found is None:
-        return None
     if isinstance(found, dict):
         found = UserAPIKeyAuth(**found)
+    if not isinstance(found, UserAPIKeyAuth) or not _is_virtual_key(found, key_id):
+        return None
     return VirtualKey(
         key_id=key_id,
         source="proxy",
@@ -271,6 +332,22 @@ async def store_key(key_id: str) -> VirtualKey | None:
         metadata=dict(found.metadata or {}),
         stored_spend=float(found.spend or 0.0),
     )
+
+
+_ADMIN_ROLES = frozenset({LitellmUserRoles.PROXY_ADMIN, LitellmUserRoles.PROXY_ADMIN_VIEW_ONLY})
+
+
+def _is_virtual_key(found: UserAPIKeyAuth, key_id: str) -> bool:
+    from litellm.proxy import proxy_server as proxy
+    from litellm.proxy._types import UI_TEAM_ID
+
+    master = proxy.master_key
+    if isinstance(master, str) and master and hmac.compare_digest(key_id, hashlib.sha256(master.encode()).hexdigest()):
+        return False
+    return (found.token == key_id
+            and found.user_role not in _ADMIN_ROLES
+            and found.team_id != UI_TEAM_ID
+            and found.user_id != proxy.litellm_proxy_admin_name)
 
 
 def _aware(value: Any) -> datetime | None:
@@ -351,9 +428,21 @@ def is_admin(caller: Caller) -> bool:
     return caller.user_role == LitellmUserRoles.PROXY_ADMIN
 
 
-def auth_refusal(status: int, message: str) -> ProxyException:
+def auth_refusal(status: int, message: str, headers: dict[str, str] | None = None) -> ProxyException:
     """A refusal LiteLLM's auth passes on with its status (a plain exception would be a decline)."""
-    return ProxyException(message=message, type="auth_error", param=None, code=status)
+    return ProxyException(message=message, type="auth_error", param=None, code=status, headers=dict(headers or {}))
+
+
+def is_refusal(error: BaseException) -> bool:
+    """Whether `error` is a refusal LiteLLM's auth answers with its own status (not a decline)."""
+    return isinstance(error, ProxyException)
+
+
+def is_master_key(token: str) -> bool:
+    from litellm.proxy import proxy_server as proxy
+
+    master = proxy.master_key
+    return isinstance(master, str) and bool(master) and hmac.compare_digest(token.encode(), master.encode())
 
 
 def register_callback(callback: Any) -> None:

@@ -9,12 +9,12 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, Response
 
 from . import host
-from .auth.hook import mpilot_auth
+from .auth.hook import KEY_INFO_PATH, mpilot_auth
 from .auth.keys import VirtualKey, team_spend_counter, user_spend_counter
 from .cohere.errors import CohereError
 from .route import error_response
 
-PATH = "/mpilot/key/info"
+PATH = KEY_INFO_PATH
 
 router = APIRouter()
 

@@ -209,7 +209,7 @@ def _start_in_background(proxy: ProxyProcess) -> Any:
 
 
 def main() -> None:
-    key = "sk-bf-local-cluster-0001"
+    key = "sk-bf-local-cluster-0001-0123456789abcdef0123456789"
     with tempfile.TemporaryDirectory() as workdir:
         cluster = LocalCluster(Path(workdir), [{"key": key, "key_alias": "local", "rpm_limit": 20,
                                                 "max_budget": 1.0}]).start()

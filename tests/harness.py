@@ -52,18 +52,28 @@ LIMITS: dict[str, dict[str, Any]] = {
     "stream": {},
     "jwt": {"models": ["fake"]},
     "tools": {"metadata": {"allowed_tools": ["get_weather"]}},
+    "broke": {"max_budget": 0},
 }
 SOURCES = ("cfg", "store")
 HS_SECRET = "hs256-test-secret-0123456789abcdef"
 
 
 def virtual_key(source: str, name: str) -> str:
-    return f"sk-bf-{source}-{name}-0123456789"
+    return f"sk-bf-{source}-{name}-0123456789abcdef0123456789abcdef"
+
+
+# Entries of the key store that are not virtual keys an MPilot token may act for, and one the hook
+# cannot read (its expiry is not a time).
+STORE_ONLY: dict[str, dict[str, Any]] = {
+    "admin-owned": {"user_role": "proxy_admin", "user_id": "some-admin"},
+    "ui-session": {"team_id": "litellm-dashboard", "user_id": "ui-user"},
+    "unreadable": {"expires": "not-a-time"},
+}
 
 
 def store_keys() -> list[dict[str, Any]]:
     return [{"key": virtual_key("store", name), "key_alias": f"store-{name}", **fields}
-            for name, fields in LIMITS.items()]
+            for name, fields in {**LIMITS, **STORE_ONLY}.items()]
 
 
 def mpilot_section(jwks_url: str | None) -> dict[str, Any]:
@@ -149,6 +159,17 @@ class ProxyProcess:
             time.sleep(0.2)
         self.stop()
         raise RuntimeError(f"proxy not healthy after {timeout}s:\n{self.log()[-4000:]}")
+
+    def run_to_exit(self, timeout: float = 120) -> tuple[int | None, str]:
+        """For a proxy expected not to start: run it in the foreground; its exit code (None if it was
+        still running at `timeout`, then killed) and everything it printed."""
+        try:
+            done = subprocess.run(
+                [str(LITELLM), "--config", str(self.config_path), "--host", "127.0.0.1", "--port", str(self.port)],
+                cwd=self.workdir, env=self._env, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired as expired:
+            return None, f"{expired.stdout or ''}{expired.stderr or ''}"
+        return done.returncode, done.stdout + done.stderr
 
     @property
     def pid(self) -> int:

@@ -283,6 +283,40 @@ def test_jwt_for_an_unknown_key(proxy: ProxyProcess, jwks: JwksServer) -> None:
     assert "unknown virtual key" in error_of(raw_chat(proxy, token), 401)
 
 
+def test_jwt_vk_never_names_the_master_key(proxy: ProxyProcess, fake: FakeUpstream, jwks: JwksServer) -> None:
+    """LiteLLM caches the master key's auth object in the key cache the hook reads: a `vk` naming it must
+    not make an MPilot token a caller without limits."""
+    assert chat(proxy, MASTER_KEY).finish_reason == "COMPLETE"  # now in LiteLLM's key cache
+    token = mint(jwks.keys[0], vk=key_id(MASTER_KEY))
+    assert "unknown virtual key" in error_of(raw_chat(proxy, token), 401)
+    openai = httpx.post(f"{proxy.url}/v1/chat/completions", json={"model": "fake", "messages": USER},
+                        headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    assert openai.status_code == 401
+    assert len(fake.requests) == 1  # only the master key's own call
+
+
+@pytest.mark.parametrize("name", ["admin-owned", "ui-session"])
+def test_store_entries_that_are_not_plain_virtual_keys_are_unknown(proxy: ProxyProcess, fake: FakeUpstream,
+                                                                   jwks: JwksServer, name: str) -> None:
+    """An admin's own key or a UI session in the key store is no virtual key, by `sk-bf-` or by `vk`."""
+    raw = virtual_key("store", name)
+    assert "unknown virtual key" in error_of(raw_chat(proxy, raw), 401)
+    assert "unknown virtual key" in error_of(raw_chat(proxy, mint(jwks.keys[0], vk=key_id(raw))), 401)
+    assert fake.requests == []
+
+
+def test_an_unexpected_failure_in_the_hook_refuses_with_500(proxy: ProxyProcess, fake: FakeUpstream) -> None:
+    """Fail closed and loudly: never a decline that hands the token to LiteLLM's own auth."""
+    raw = virtual_key("store", "unreadable")  # its stored expiry is not a time
+    message = error_of(raw_chat(proxy, raw), 500)
+    assert "could not check this request" in message and raw not in message
+    openai = httpx.post(f"{proxy.url}/v1/chat/completions", json={"model": "fake", "messages": USER},
+                        headers={"Authorization": f"Bearer {raw}"}, timeout=30)
+    assert openai.status_code == 500 and raw not in openai.text
+    assert fake.requests == []
+    assert "MPilot auth failed unexpectedly" in proxy.log()
+
+
 def test_new_signing_key_accepted_after_jwks_refetch(proxy: ProxyProcess, fake: FakeUpstream,
                                                      jwks: JwksServer) -> None:
     rotated = rsa_key("rsa-rotated")
@@ -403,6 +437,7 @@ def test_zz_no_key_jwt_or_secret_in_the_proxy_log(proxy: ProxyProcess) -> None:
     log = proxy.log()
     assert "Authentication" in log or "auth" in log.lower()  # the log did capture auth traffic
     secrets = [MASTER_KEY, HS_SECRET] + [virtual_key(s, n) for s in SOURCES for n in ("open", "rpm", "jwt")]
+    secrets.append(virtual_key("store", "unreadable"))
     for token in MINTED:
         secrets.append(token)
         if token.count(".") == 2 and token.split(".")[2]:

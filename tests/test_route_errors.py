@@ -117,7 +117,10 @@ def test_upstream_error_keeps_its_status(co_no_retry: cohere.ClientV2, http: htt
     with pytest.raises(sdk_error):
         co_no_retry.chat(model="fake", messages=USER)
     fake.script(Reply(status=status, error_message=f"provider said {status}"))
-    assert_cohere_error(ask(http, {"model": "fake", "messages": USER}), status)
+    body = assert_cohere_error(ask(http, {"model": "fake", "messages": USER}), status, f"provider said {status}")
+    # The provider's words, without LiteLLM's exception names; a 429 says whose limit it was.
+    assert "litellm." not in body["message"] and "Exception" not in body["message"]
+    assert ("the provider of model 'fake' is rate limiting" in body["message"]) == (status == 429)
     fake.script(Reply(status=status))  # before the first byte of a stream: a JSON error, not an SSE stream
     assert_cohere_error(ask(http, {"model": "fake", "messages": USER, "stream": True}), status)
 

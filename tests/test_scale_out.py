@@ -18,7 +18,8 @@ from .cluster import LocalCluster, virtual_key_jwt
 PATH = "/litellm/cohere/v2/chat"
 BODY = {"model": "demo", "messages": [{"role": "user", "content": "hi"}]}
 COST = 10 * 0.000001 + 20 * 0.000002  # the demo model's answer: 10 tokens in, 20 out (config.yaml prices)
-RPM_KEY, BUDGET_KEY, LOAD_KEY, ROLL_KEY = (f"sk-bf-lb-{name}-000000" for name in ("rpm", "budget", "load", "roll"))
+RPM_KEY, BUDGET_KEY, LOAD_KEY, ROLL_KEY = (f"sk-bf-lb-{name}-0123456789abcdef0123456789abcdef"
+                                          for name in ("rpm", "budget", "load", "roll"))
 
 
 @pytest.fixture(scope="module")

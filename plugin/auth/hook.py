@@ -22,35 +22,33 @@ import jwt
 from fastapi import Request
 
 from .. import host
+from ..cohere.errors import redact
 from .keys import KEY_PREFIX, VirtualKey, config_keys, key_id_of
-from .tokens import JwtSettings, MPilotJwtVerifier, TokenRejected, looks_like_jwt
+from .tokens import MPilotJwtVerifier, TokenRejected, jwt_settings, looks_like_jwt
 
 log = logging.getLogger("mpilot.auth")
+KEY_INFO_PATH = "/mpilot/key/info"
 
 
 class Refused(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers or {}
 
 
 class MPilotAuth:
     def __init__(self, settings: dict[str, Any]) -> None:
-        jwt_settings = settings.get("jwt") or {}
-        known = set(JwtSettings.__dataclass_fields__)
-        unknown = sorted(set(jwt_settings) - known)
-        if unknown:
-            raise ValueError(f"mpilot.jwt has unknown fields {unknown}; known: {sorted(known)}")
-        resolved = {name: value for name, value in jwt_settings.items()
-                    if value not in (None, "") and not (isinstance(value, str) and value.startswith("os.environ/"))}
-        self.jwt = JwtSettings(**resolved)
+        self.jwt = jwt_settings(settings.get("jwt"))
         self.verifier = MPilotJwtVerifier(self.jwt)
         self.keys = config_keys(settings.get("virtual_keys"))
 
     async def authenticate(self, request: Request, token: str) -> Any:
         """A caller for LiteLLM, or None to let LiteLLM's own auth decide."""
         if token.startswith(KEY_PREFIX):
+            if host.is_master_key(token):
+                return None  # an operator chose an sk-bf- master key: LiteLLM's own auth knows it
             key = await self.find_key(key_id_of(token))
             if key is None:
                 raise Refused(401, "unknown virtual key")
@@ -87,11 +85,12 @@ class MPilotAuth:
             raise Refused(403, f"virtual key {key.display_id} is blocked")
         if key.expired(now):
             raise Refused(401, f"virtual key {key.display_id} has expired")
-        model = await host.requested_model(request)
-        if model is not None and not await host.may_call_model(key, model):
-            raise Refused(403, f"virtual key {key.display_id} may not use model {model!r}")
-        # Reads (the key's own info, model lists) stay open to a key that has spent its budget.
-        if key.max_budget is not None and request.method != "GET":
+        for model in await host.requested_models(request):
+            if not await host.may_call_model(key, model):
+                raise Refused(403, f"virtual key {key.display_id} may not use model {model!r}")
+        # Only what cannot reach a model (the key's own info, model lists) stays open to a spent key.
+        route = host.route_of(request)
+        if key.max_budget is not None and route != KEY_INFO_PATH and host.route_spends(route):
             spend = await self.spend(key, now)
             if spend >= key.max_budget:
                 raise Refused(402, f"virtual key {key.display_id} has exceeded its budget of "
@@ -135,14 +134,24 @@ def mpilot_auth() -> MPilotAuth:
 
 async def user_api_key_auth(request: Request, api_key: str) -> Any:
     """`general_settings.custom_auth`. Returns a caller, or None to decline (needs
-    `custom_auth_settings.mode: auto`); a refusal ends the request with its status."""
+    `custom_auth_settings.mode: auto`); a refusal ends the request with its status.
+
+    Fails closed and loudly: a broken `mpilot:` section, or anything the hook did not expect, is a
+    logged 500 refusal, never a decline that would hand an MPilot token to another auth."""
+    if not isinstance(api_key, str) or not api_key:
+        return None  # no token: LiteLLM's own auth answers (401, or a UI session cookie)
     try:
         auth = mpilot_auth()
     except (ValueError, TypeError) as error:
-        # Fail closed and loudly: a broken `mpilot:` section must not let tokens through to anything.
         log.error("MPilot auth is misconfigured: %s", error)
         raise host.auth_refusal(500, f"MPilot auth is misconfigured: {error}") from None
     try:
         return await auth.authenticate(request, api_key)
     except Refused as refusal:
-        raise host.auth_refusal(refusal.status, refusal.message) from None
+        raise host.auth_refusal(refusal.status, refusal.message, refusal.headers) from None
+    except Exception as error:
+        if host.is_refusal(error):
+            raise
+        log.error("MPilot auth failed unexpectedly (%s: %s); request refused", type(error).__name__,
+                  redact(str(error)))
+        raise host.auth_refusal(500, "MPilot auth could not check this request; it was refused") from None

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 KEY_PREFIX = "sk-bf-"
+MIN_SECRET_CHARS = 32  # after the prefix: a config key must be unguessable
 
 _DURATION = re.compile(r"^\s*(\d+)\s*(mo|s|m|h|d|w)\s*$")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800, "mo": 2_592_000}  # a month is 30 days
@@ -93,12 +94,14 @@ def team_spend_counter(team_id: str) -> str:
 
 def config_keys(entries: Any) -> dict[str, VirtualKey]:
     """The keys declared under `mpilot.virtual_keys`, by key id. `key` values arrive resolved
-    (LiteLLM resolves `os.environ/NAME`); an entry whose key is unset is skipped."""
+    (LiteLLM resolves `os.environ/NAME`); an entry whose key is unset is skipped. A key listed twice
+    is refused: which entry wins would otherwise decide whether a blocked key gets in."""
     if entries is None:
         return {}
     if not isinstance(entries, list):
         raise KeyConfigError("mpilot.virtual_keys must be a list")
     keys: dict[str, VirtualKey] = {}
+    declared_at: dict[str, str] = {}
     for position, entry in enumerate(entries):
         where = f"mpilot.virtual_keys[{position}]"
         if not isinstance(entry, dict):
@@ -108,41 +111,64 @@ def config_keys(entries: Any) -> dict[str, VirtualKey]:
             continue  # its environment variable is not set on this proxy
         if not isinstance(raw, str) or not raw.startswith(KEY_PREFIX):
             raise KeyConfigError(f"{where}.key must start with {KEY_PREFIX!r}")
+        if len(raw) - len(KEY_PREFIX) < MIN_SECRET_CHARS or not raw.isprintable() or raw != raw.strip():
+            raise KeyConfigError(f"{where}.key must have at least {MIN_SECRET_CHARS} printable characters "
+                                 f"after {KEY_PREFIX!r}, without spaces around it")
         key = _key_from_entry(entry, key_id_of(raw), where)
+        if key.key_id in declared_at:
+            raise KeyConfigError(f"{where}.key repeats the key of {declared_at[key.key_id]}: list each key once")
+        declared_at[key.key_id] = where
         keys[key.key_id] = key
     return keys
 
 
+_KNOWN_FIELDS = frozenset({"key", "key_alias", "models", "max_budget", "budget_duration", "rpm_limit", "tpm_limit",
+                           "expires", "blocked", "user_id", "team_id", "metadata"})
+
+
 def _key_from_entry(entry: dict[str, Any], key_id: str, where: str) -> VirtualKey:
-    known = {"key", "key_alias", "models", "max_budget", "budget_duration", "rpm_limit", "tpm_limit", "expires",
-             "blocked", "user_id", "team_id", "metadata"}
-    unknown = sorted(set(entry) - known)
+    unknown = sorted(set(entry) - _KNOWN_FIELDS)
     if unknown:
-        raise KeyConfigError(f"{where} has unknown fields {unknown}; known: {sorted(known)}")
-    duration = entry.get("budget_duration")
+        raise KeyConfigError(f"{where} has unknown fields {unknown}; known: {sorted(_KNOWN_FIELDS)}")
+    duration = _text(entry, "budget_duration", where)
     if duration is not None:
         try:
-            parse_duration(str(duration))
+            parse_duration(duration)
         except KeyConfigError as error:
             raise KeyConfigError(f"{where}.{error}") from None
     models = entry.get("models") or []
-    if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
+    if not isinstance(models, list) or not all(isinstance(m, str) and m for m in models):
         raise KeyConfigError(f"{where}.models must be a list of model names")
+    blocked = entry.get("blocked", False)
+    if not isinstance(blocked, bool):
+        raise KeyConfigError(f"{where}.blocked must be true or false, got {blocked!r}")
+    metadata = entry.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        raise KeyConfigError(f"{where}.metadata must be a mapping")
     return VirtualKey(
         key_id=key_id,
         source="config",
-        alias=entry.get("key_alias"),
+        alias=_text(entry, "key_alias", where),
         models=tuple(models),
         max_budget=_number(entry, "max_budget", where),
-        budget_duration=str(duration) if duration is not None else None,
+        budget_duration=duration,
         rpm_limit=_integer(entry, "rpm_limit", where),
         tpm_limit=_integer(entry, "tpm_limit", where),
         expires=_datetime(entry.get("expires"), where),
-        blocked=bool(entry.get("blocked", False)),
-        user_id=entry.get("user_id"),
-        team_id=entry.get("team_id"),
-        metadata=dict(entry.get("metadata") or {}),
+        blocked=blocked,
+        user_id=_text(entry, "user_id", where),
+        team_id=_text(entry, "team_id", where),
+        metadata=dict(metadata),
     )
+
+
+def _text(entry: dict[str, Any], name: str, where: str) -> str | None:
+    value = entry.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise KeyConfigError(f"{where}.{name} must be a non-empty string, got {value!r}")
+    return value
 
 
 def _number(entry: dict[str, Any], name: str, where: str) -> float | None:

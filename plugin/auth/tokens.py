@@ -58,6 +58,36 @@ class JwtSettings:
         return bool(self.jwks_url or self.public_key or self.secret)
 
 
+_TEXT_SETTINGS = ("issuer", "audience", "jwks_url", "public_key", "secret")
+_SECONDS_SETTINGS = ("leeway_seconds", "jwks_cooldown_seconds", "jwks_max_age_seconds")
+
+
+def jwt_settings(section: Any) -> JwtSettings:
+    """`mpilot.jwt` checked field by field, so a typo fails at start and names the field instead of
+    turning every valid token into a silent 401 later. Unset `os.environ/NAME` values count as absent."""
+    if section is None:
+        return JwtSettings()
+    if not isinstance(section, dict):
+        raise ValueError("mpilot.jwt must be a mapping")
+    known = set(JwtSettings.__dataclass_fields__)
+    unknown = sorted(set(section) - known)
+    if unknown:
+        raise ValueError(f"mpilot.jwt has unknown fields {unknown}; known: {sorted(known)}")
+    values: dict[str, Any] = {}
+    for name, value in section.items():
+        if value is None or value == "" or (isinstance(value, str) and value.startswith("os.environ/")):
+            continue
+        if name in _TEXT_SETTINGS and not isinstance(value, str):
+            raise ValueError(f"mpilot.jwt.{name} must be a string")
+        if name in _SECONDS_SETTINGS and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                          or not 0 <= value <= 86_400):
+            raise ValueError(f"mpilot.jwt.{name} must be a number of seconds from 0 to 86400, got {value!r}")
+        if name == "verified_cache_size" and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"mpilot.jwt.verified_cache_size must be a whole number >= 1, got {value!r}")
+        values[name] = value
+    return JwtSettings(**values)
+
+
 @dataclass(frozen=True)
 class MPilotClaims:
     subject: str

@@ -69,9 +69,10 @@ class CohereError(Exception):
         }
 
 
-# Anything that looks like a credential: API keys (sk-...), JWTs, bearer tokens.
+# Values that look like a credential: API keys (sk-...), JWTs, and what follows "Bearer" when it is
+# token-shaped (16+ token characters), so that words such as "malformed bearer token" stay.
 _SECRET = re.compile(r"(?:\bsk-[A-Za-z0-9._\-]{4,}|\beyJ[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*"
-                     r"|(?i:bearer)\s+[^\s,;\"']+)")
+                     r"|(?i:bearer)\s+[A-Za-z0-9._~+/\-]{16,}=*)")
 
 
 # A full key id (SHA-256 hex): shown by its prefix, as the plugin names keys everywhere.
@@ -82,6 +83,19 @@ def redact(text: str) -> str:
     """`text` with every credential-looking token replaced and key ids shortened, for messages that
     came from elsewhere."""
     return _KEY_ID.sub(r"\1", _SECRET.sub("[redacted]", text))
+
+
+# LiteLLM's wrapping of a provider's error: "litellm.RateLimitError: RateLimitError: OpenAIException - ".
+_LITELLM_WRAPPING = re.compile(r"^\s*(?:litellm\.[A-Za-z]+:\s*)?(?:[A-Za-z]+Error:\s*)?(?:[A-Za-z_]+Exception\s*-\s*)?")
+
+
+def call_failure_message(status: int, text: str, model: str | None) -> str:
+    """What a client is told when the call to `model` failed: the provider's own words without LiteLLM's
+    exception class names, and, for a 429, which limit was hit."""
+    said = _LITELLM_WRAPPING.sub("", text, count=1).strip() or text
+    if status == 429:
+        return f"the provider of model {model!r} is rate limiting requests; retry later (it said: {said})"
+    return said
 
 
 def cohere_status(upstream_status: int) -> int:
