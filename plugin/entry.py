@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import sys
 from typing import NoReturn
 
@@ -10,6 +11,7 @@ from litellm.integrations.custom_logger import CustomLogger
 
 from . import host, key_info, route
 from .auth.hook import mpilot_auth
+from .auth.ledger import SqliteLedger
 from .auth.spend import key_spend
 
 
@@ -29,9 +31,16 @@ class CohereV2Chat(CustomLogger):
     def __init__(self) -> None:
         super().__init__()
         try:
-            mpilot_auth()
+            auth = mpilot_auth()
         except (ValueError, TypeError) as error:
             refuse_to_start(str(error))
+        if not host.redis_expected():  # then every worker of this machine counts limits in one file
+            ledger = host.ledger_file(auth.limits.ledger_path)
+            try:
+                SqliteLedger.check(ledger)
+            except (OSError, sqlite3.Error) as error:
+                refuse_to_start(f"the limits ledger {ledger} cannot be opened ({error}); set "
+                                "mpilot.limits.ledger_path to a writable file, or give the proxy a Redis")
         host.mount(route.router, chat_completions=True)
         host.mount(key_info.router)
         host.register_callback(key_spend)

@@ -10,9 +10,12 @@ import functools
 import hashlib
 import hmac
 import json
+import logging
+import os
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -24,8 +27,10 @@ from litellm.proxy.route_llm_request import ProxyModelNotFoundError
 from litellm.types.proxy.auth.user_roles import LitellmUserRoles
 
 from .auth.keys import VirtualKey
+from .auth.ledger import Ledger, RedisLedger, SqliteLedger, to_nanos
 from .cohere.errors import CohereError, call_failure_message, cohere_status, redact
 
+log = logging.getLogger("mpilot")
 Caller = UserAPIKeyAuth
 # Turns LiteLLM's own OpenAI-format SSE frames into the frames we send.
 FrameTranslator = Callable[[AsyncIterator[str | bytes]], AsyncIterator[str | bytes]]
@@ -388,35 +393,90 @@ async def litellm_key_spend(key: VirtualKey) -> float:
                                    max_budget=key.max_budget)
 
 
-def _usage_cache() -> Any:
-    """LiteLLM's shared usage cache (the rate limiter's): in memory, and in Redis when the proxy has one."""
-    from litellm.proxy.proxy_server import proxy_logging_obj
+def ledger_file(path: str) -> Path:
+    """The ledger's SQLite file: `path`, relative to the folder of the proxy's config file."""
+    from litellm.proxy import proxy_server as proxy
 
-    return proxy_logging_obj.internal_usage_cache.dual_cache
-
-
-async def read_counter(name: str) -> float:
-    cache = _usage_cache()
-    # Redis holds the total of every proxy; the in-memory copy only this one's increments.
-    value = await (cache.redis_cache.async_get_cache(name) if cache.redis_cache is not None
-                   else cache.async_get_cache(name))
-    return float(value or 0.0)
+    config = proxy.user_config_file_path or os.environ.get("CONFIG_FILE_PATH")
+    base = Path(config).resolve().parent if config else Path.cwd()
+    return (base / path).resolve()
 
 
-async def add_to_counters(names: list[str], amount: float, ttl: int) -> None:
-    cache = _usage_cache()
-    for name in names:
-        await cache.async_increment_cache(key=name, value=amount, ttl=ttl)
+def redis_expected() -> bool:
+    """Whether LiteLLM will coordinate through Redis: a `coordination_redis` block, or REDIS_HOST (which
+    LiteLLM tries after it loads the plugin)."""
+    from litellm.proxy import proxy_server as proxy
+
+    return proxy.redis_usage_cache is not None or bool(os.environ.get("REDIS_HOST") or os.environ.get("REDIS_URL"))
 
 
-def key_caller(key: VirtualKey) -> Caller:
-    """What LiteLLM sees for a virtual key: its id (never the key), identity and rate limits, which
-    LiteLLM's rate limiter enforces. Budgets are the plugin's (see `MPilotAuth.admit`)."""
+def make_ledger(path: str) -> Ledger:
+    """Redis when LiteLLM coordinates through one (several proxies share it), else the SQLite file every
+    worker of this machine shares."""
+    from litellm.proxy import proxy_server as proxy
+
+    if proxy.redis_usage_cache is not None:
+        return RedisLedger(proxy.redis_usage_cache.init_async_client())
+    if redis_expected():
+        log.warning("MPilot limits: REDIS_HOST is set but LiteLLM has no Redis; limits are shared by this "
+                    "machine's workers only (ledger %s)", ledger_file(path))
+    return SqliteLedger(ledger_file(path))
+
+
+async def estimate_cost_nanos(request: Request, models: list[str], default_max_tokens: int) -> int:
+    """The most this request may cost, for its reservation: LiteLLM's own estimate (input tokens by its
+    token counter times the input price, plus max_tokens, else `default_max_tokens` capped by the
+    model's output limit, times the output price), the dearest model named. 0 when no price is known."""
+    from litellm.proxy import proxy_server as proxy
+    from litellm.proxy.common_utils.http_parsing_utils import read_request_body
+    from litellm.proxy.spend_tracking.budget_reservation import (
+        count_request_input_tokens,
+        estimate_request_max_cost,
+    )
+
+    body = dict(await read_request_body(request))
+    if not any(body.get(field) is not None for field in _OUTPUT_TOKEN_FIELDS):
+        body["max_tokens"] = default_max_tokens
+    route = route_of(request)
+    if body.get("model") is None and models:
+        body["model"] = models[0]
+    try:
+        counts = await count_request_input_tokens(request_body=body, route=route, llm_router=proxy.llm_router)
+        cost = estimate_request_max_cost(request_body=body, route=route, llm_router=proxy.llm_router,
+                                         input_token_counts=counts)
+    except Exception as error:  # noqa: BLE001  # an estimate never fails a request; the budget still holds
+        log.warning("MPilot limits: no cost estimate (%s); reserving nothing for this call", type(error).__name__)
+        return 0
+    return to_nanos(cost) if cost else 0
+
+
+_OUTPUT_TOKEN_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
+
+
+RESERVATION = "mpilot_reservation"  # in a caller's metadata: the ledger reservation of this request's call
+
+
+def key_caller(key: VirtualKey, reservation: str | None = None) -> Caller:
+    """What LiteLLM sees for a virtual key: its id (never the key), identity and models. Its budget and
+    rate limits are the plugin's ledger's (see `MPilotAuth.admit`); `reservation` rides in the metadata
+    LiteLLM hands to callbacks, so the call's end settles it."""
+    metadata = dict(key.metadata)
+    if reservation is not None:
+        metadata[RESERVATION] = reservation
     return UserAPIKeyAuth(
         api_key=key.key_id, token=key.key_id, key_alias=key.alias, models=list(key.models),
-        rpm_limit=key.rpm_limit, tpm_limit=key.tpm_limit, user_id=key.user_id, team_id=key.team_id,
-        metadata=dict(key.metadata),
+        user_id=key.user_id, team_id=key.team_id, metadata=metadata,
     )
+
+
+def reservation_of(caller: Any) -> str | None:
+    """The reservation riding in a caller's metadata (see `key_caller`)."""
+    return reservation_in(getattr(caller, "metadata", None))
+
+
+def reservation_in(key_metadata: Any) -> str | None:
+    value = key_metadata.get(RESERVATION) if isinstance(key_metadata, dict) else None
+    return value if isinstance(value, str) else None
 
 
 def admin_caller(subject: str) -> Caller:

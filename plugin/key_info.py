@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
@@ -40,8 +41,10 @@ async def key_info(
     now = datetime.now(UTC)
     described = describe(key, await auth.spend(key, now), now)
     if auth.tracks_spend(key):  # else LiteLLM keeps user and team spend in its database
-        described["user_spend"] = await host.read_counter(user_spend_counter(key.user_id)) if key.user_id else None
-        described["team_spend"] = await host.read_counter(team_spend_counter(key.team_id)) if key.team_id else None
+        described["user_spend"] = float(await auth.counted_spend(user_spend_counter(key.user_id))) \
+            if key.user_id else None
+        described["team_spend"] = float(await auth.counted_spend(team_spend_counter(key.team_id))) \
+            if key.team_id else None
     return JSONResponse(described)
 
 
@@ -53,7 +56,7 @@ async def _find(key_id: str) -> VirtualKey | None:
     return matches[0] if len(key_id) >= 8 and len(matches) == 1 else None
 
 
-def describe(key: VirtualKey, spend: float, now: datetime) -> dict[str, Any]:
+def describe(key: VirtualKey, spend: Decimal, now: datetime) -> dict[str, Any]:
     window = key.budget_window(now)
     return {
         "key_id": key.display_id,
@@ -63,7 +66,7 @@ def describe(key: VirtualKey, spend: float, now: datetime) -> dict[str, Any]:
         "max_budget": key.max_budget,
         "budget_duration": key.budget_duration,
         "budget_window_start": datetime.fromtimestamp(window, UTC).isoformat() if window is not None else None,
-        "spend": spend,
+        "spend": float(spend),
         "rpm_limit": key.rpm_limit,
         "tpm_limit": key.tpm_limit,
         "expires": key.expires.isoformat() if key.expires else None,

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from . import host
+from .auth.hook import mpilot_auth
 from .cohere.citations import citation_sources
 from .cohere.errors import CohereError, redact
 from .cohere.request import to_openai_request
@@ -48,6 +49,7 @@ async def cohere_v2_chat(
         openai_body = to_openai_request(chat, sources, native_documents=native)
         result, headers = await host.complete(request, caller, openai_body, frames=frames)
     except CohereError as error:
+        await mpilot_auth().release(host.reservation_of(caller))  # a call that never ran costs nothing
         return error_response(error)
     if isinstance(result, Response):
         return result

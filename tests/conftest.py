@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import shutil
+import subprocess
+import time
 from collections.abc import Iterator
 
 import cohere
@@ -9,6 +12,7 @@ import pytest
 from .fake_upstream import FakeUpstream
 from .harness import MASTER_KEY, ProxyProcess, proxy_config_for
 from .jwt_issuer import JwksServer, ec_key, rsa_key
+from .loopback import free_port
 
 
 @pytest.fixture(scope="session")
@@ -33,6 +37,25 @@ def proxy(upstream: FakeUpstream, jwks: JwksServer, tmp_path_factory: pytest.Tem
     process = ProxyProcess(proxy_config_for(upstream, jwks_url=jwks.url), tmp_path_factory.mktemp("proxy")).start()
     yield process
     process.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """A real redis-server on loopback for the session, empty at start."""
+    server = shutil.which("redis-server")
+    assert server, "redis-server is missing: scripts/test installs it"
+    port = free_port()
+    workdir = tmp_path_factory.mktemp("redis")
+    process = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                "--appendonly", "no", "--dir", str(workdir)], stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True, text=True).stdout.strip() \
+            != "PONG":
+        assert time.monotonic() < deadline, "redis-server did not start"
+        time.sleep(0.05)
+    yield port
+    process.terminate()
+    process.wait(timeout=10)
 
 
 @pytest.fixture

@@ -46,13 +46,15 @@ LIMITS: dict[str, dict[str, Any]] = {
     "blocked": {"blocked": True},
     "expired": {"expires": "2020-01-01T00:00:00+00:00"},
     "budget": {"max_budget": 0.00004},
-    "window": {"max_budget": 0.00002, "budget_duration": "10s"},
+    "window": {"max_budget": 0.00003, "budget_duration": "10s"},
     "rpm": {"rpm_limit": 2},
     "tpm": {"tpm_limit": 25},
     "stream": {},
     "jwt": {"models": ["fake"]},
     "tools": {"metadata": {"allowed_tools": ["get_weather"]}},
     "broke": {"max_budget": 0},
+    "three": {"max_budget": 0.000075},  # three answers of $0.000025
+    "burst": {"rpm_limit": 5},
 }
 SOURCES = ("cfg", "store")
 HS_SECRET = "hs256-test-secret-0123456789abcdef"
@@ -84,6 +86,8 @@ def mpilot_section(jwks_url: str | None) -> dict[str, Any]:
                 "jwks_cooldown_seconds": 1},
         "virtual_keys": [{"key": virtual_key("cfg", name), "key_alias": f"cfg-{name}", **fields}
                          for name, fields in LIMITS.items()],
+        # The fake upstream answers 7 tokens: a request without max_tokens is reserved as if it asked for 8.
+        "limits": {"default_max_tokens": 8},
     }
 
 
@@ -118,8 +122,11 @@ def proxy_config_for(upstream: FakeUpstream, extra_models: list[dict[str, Any]] 
 class ProxyProcess:
     """`litellm --config` in a subprocess, its output captured to a log file."""
 
-    def __init__(self, config: dict[str, Any] | Path, workdir: Path, env: dict[str, str] | None = None) -> None:
-        """`config`: a config to write into `workdir`, or the path of a config file to use as it is."""
+    def __init__(self, config: dict[str, Any] | Path, workdir: Path, env: dict[str, str] | None = None,
+                 args: tuple[str, ...] = ()) -> None:
+        """`config`: a config to write into `workdir`, or the path of a config file to use as it is;
+        `args`: more arguments for `litellm` (`--num_workers 2`)."""
+        self._args = args
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.workdir = workdir
@@ -144,7 +151,8 @@ class ProxyProcess:
     def start(self, timeout: float = 90) -> ProxyProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115  # kept open for the process's life
         self._proc = subprocess.Popen(
-            [str(LITELLM), "--config", str(self.config_path), "--host", "127.0.0.1", "--port", str(self.port)],
+            [str(LITELLM), "--config", str(self.config_path), "--host", "127.0.0.1", "--port", str(self.port),
+             *self._args],
             cwd=self.workdir, env=self._env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         deadline = time.monotonic() + timeout

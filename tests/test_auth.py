@@ -145,22 +145,27 @@ def test_allowed_tools_of_the_key_apply(proxy: ProxyProcess, fake: FakeUpstream,
 
 @pytest.mark.parametrize("source", SOURCES)
 def test_budget_exhausted_is_402(proxy: ProxyProcess, fake: FakeUpstream, source: str) -> None:
-    token = virtual_key(source, "budget")  # $0.00004; each answer costs $0.000025
-    chat(proxy, token)
-    wait_for_spend(proxy, token, 0.000025)
-    chat(proxy, token)
-    spend = wait_for_spend(proxy, token, 0.00005)
-    assert spend == pytest.approx(0.00005)
-    message = error_of(raw_chat(proxy, token), 402)
-    assert "exceeded its budget of $0.00004" in message
+    """A call is admitted only while the most it may cost fits what is left of the budget."""
+    token = virtual_key(source, "budget")  # $0.00004; each answer costs $0.000025 (11 tokens in, 7 out)
+    chat(proxy, token)  # reserved as at most ~$0.000024: input tokens counted, 8 output tokens by default
+    assert wait_for_spend(proxy, token, 0.000025) == 0.000025  # exactly: money is counted in nano-dollars
+    message = error_of(raw_chat(proxy, token), 402)  # $0.000015 left, less than the next call may cost
+    assert "has $0.000015 of its $0.00004 budget left" in message and "may cost up to $0.0000" in message
+    assert len(fake.requests) == 1
+    # A smaller max_tokens fits; the fake upstream then bills more than it was asked for (7 tokens, not 1):
+    # the overshoot is what the estimate missed.
+    assert raw_chat(proxy, token, max_tokens=1).status_code == 200
+    assert wait_for_spend(proxy, token, 0.00005) == 0.00005
+    assert "has exceeded its budget of $0.00004 (spent $0.00005)" in error_of(raw_chat(proxy, token), 402)
     with pytest.raises(cohere.core.ApiError) as raised:
         chat(proxy, token)
     assert raised.value.status_code == 402
+    assert len(fake.requests) == 2
 
 
 @pytest.mark.parametrize("source", SOURCES)
 def test_budget_duration_starts_a_new_window(proxy: ProxyProcess, fake: FakeUpstream, source: str) -> None:
-    token = virtual_key(source, "window")  # $0.00002 per 10 s window, epoch-aligned
+    token = virtual_key(source, "window")  # $0.00003 per 10 s window, epoch-aligned
     if time.time() % 10 > 6:
         time.sleep(10 - time.time() % 10 + 0.2)  # start at the beginning of a window
     chat(proxy, token)

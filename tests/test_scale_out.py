@@ -16,7 +16,7 @@ import pytest
 from .cluster import LocalCluster, virtual_key_jwt
 
 PATH = "/litellm/cohere/v2/chat"
-BODY = {"model": "demo", "messages": [{"role": "user", "content": "hi"}]}
+BODY = {"model": "demo", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 20}
 COST = 10 * 0.000001 + 20 * 0.000002  # the demo model's answer: 10 tokens in, 20 out (config.yaml prices)
 RPM_KEY, BUDGET_KEY, LOAD_KEY, ROLL_KEY = (f"sk-bf-lb-{name}-0123456789abcdef0123456789abcdef"
                                           for name in ("rpm", "budget", "load", "roll"))
@@ -63,7 +63,10 @@ def test_budget_spent_on_one_is_refused_on_the_other(cluster: LocalCluster) -> N
         while spend(cluster, BUDGET_KEY) < answered * COST * 0.999:
             assert time.monotonic() < deadline
             time.sleep(0.05)
-    assert answered == 3  # $0 -> $0.00005 -> $0.0001 -> $0.00015, over the $0.00012 budget
+    # Each call is reserved as at most $0.00005 (max_tokens 20): $0 -> $0.00005 -> $0.0001, and a third
+    # would not fit the $0.00012 budget.
+    assert answered == 2
+    assert spend(cluster, BUDGET_KEY) <= COST * 2.4
     refusals = [ask(cluster, BUDGET_KEY) for _ in range(4)]
     assert [r.status_code for r in refusals] == [402] * 4
     assert len({r.headers.get("x-served-by") for r in refusals}) == 2  # refused by both

@@ -107,10 +107,10 @@ def test_budget_windows_are_epoch_aligned_and_name_the_counter() -> None:
     noon = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
     midnight = int(datetime(2026, 11, 28, tzinfo=UTC).timestamp())
     assert key.budget_window(noon) == midnight
-    assert key.spend_counter(noon) == f"mpilot:spend:key:{key.key_id}:{midnight}"
-    assert key.spend_counters(noon)[1:] == ["mpilot:spend:user:u"]
+    assert key.spend_counter(noon) == f"mpilot:nanos:key:{key.key_id}:{midnight}"
+    assert key.spend_counters(noon) == [(key.spend_counter(noon), 2 * 86_400), ("mpilot:nanos:user:u", 315_360_000)]
     lifetime = next(iter(config_keys([{"key": "sk-bf-l-" + "0" * 32, "max_budget": 1}]).values()))
-    assert lifetime.spend_counter(noon) == f"mpilot:spend:key:{lifetime.key_id}"
+    assert lifetime.spend_counter(noon) == f"mpilot:nanos:key:{lifetime.key_id}"
 
 
 def test_a_broken_mpilot_section_fails_closed(monkeypatch: pytest.MonkeyPatch) -> None:

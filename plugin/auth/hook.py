@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import jwt
@@ -23,7 +24,8 @@ from fastapi import Request
 
 from .. import host
 from ..cohere.errors import redact
-from .keys import KEY_PREFIX, VirtualKey, config_keys, key_id_of
+from .keys import KEY_PREFIX, VirtualKey, config_keys, key_id_of, limit_settings
+from .ledger import Ledger, to_dollars, to_nanos
 from .tokens import MPilotJwtVerifier, TokenRejected, jwt_settings, looks_like_jwt
 
 log = logging.getLogger("mpilot.auth")
@@ -43,6 +45,16 @@ class MPilotAuth:
         self.jwt = jwt_settings(settings.get("jwt"))
         self.verifier = MPilotJwtVerifier(self.jwt)
         self.keys = config_keys(settings.get("virtual_keys"))
+        self.limits = limit_settings(settings.get("limits"))
+        self._ledger: Ledger | None = None
+
+    def ledger(self) -> Ledger:
+        """Where limits are counted: Redis when the proxy has one (every proxy shares it), else the
+        SQLite file every worker of this machine shares. Chosen on first use: LiteLLM finds a Redis
+        named only by REDIS_HOST after it loads the plugin."""
+        if self._ledger is None:
+            self._ledger = host.make_ledger(self.limits.ledger_path)
+        return self._ledger
 
     async def authenticate(self, request: Request, token: str) -> Any:
         """A caller for LiteLLM, or None to let LiteLLM's own auth decide."""
@@ -80,43 +92,96 @@ class MPilotAuth:
         return self.keys.get(key_id) or await host.store_key(key_id)
 
     async def admit(self, key: VirtualKey, request: Request) -> Any:
+        """The checks LiteLLM's own auth makes for a key, then the key's limits in the ledger: requests
+        and tokens per minute, and its budget, with the call's cost reserved until it is settled."""
         now = datetime.now(UTC)
         if key.blocked:
             raise Refused(403, f"virtual key {key.display_id} is blocked")
         if key.expired(now):
             raise Refused(401, f"virtual key {key.display_id} has expired")
-        for model in await host.requested_models(request):
+        models = await host.requested_models(request)
+        for model in models:
             if not await host.may_call_model(key, model):
                 raise Refused(403, f"virtual key {key.display_id} may not use model {model!r}")
-        # Only what cannot reach a model (the key's own info, model lists) stays open to a spent key.
+        # Only what cannot reach a model (the key's own info, model lists) is free of the key's limits.
         route = host.route_of(request)
-        if key.max_budget is not None and route != KEY_INFO_PATH and host.route_spends(route):
-            spend = await self.spend(key, now)
-            if spend >= key.max_budget:
-                raise Refused(402, f"virtual key {key.display_id} has exceeded its budget of "
-                                   f"{dollars(key.max_budget)} (spent {dollars(spend)})")
-        return host.key_caller(key)
+        if route == KEY_INFO_PATH or not host.route_spends(route):
+            return host.key_caller(key)
+        ledger = self.ledger()
+        if key.rpm_limit is not None:
+            rate = await ledger.count_request(key.requests_counter, key.rpm_limit)
+            if not rate.admitted:
+                raise Refused(429, f"virtual key {key.display_id} has reached its limit of {key.rpm_limit} "
+                                   f"requests per minute; retry in {rate.retry_after} s",
+                              headers={"retry-after": str(rate.retry_after)})
+        if key.tpm_limit is not None:
+            rate = await ledger.count_request(key.tokens_counter, key.tpm_limit, amount=0)
+            if not rate.admitted:
+                raise Refused(429, f"virtual key {key.display_id} has used {rate.used} of its {key.tpm_limit} "
+                                   f"tokens per minute; retry in {rate.retry_after} s",
+                              headers={"retry-after": str(rate.retry_after)})
+        reservation = None
+        if key.max_budget is not None:
+            estimate = await host.estimate_cost_nanos(request, models, self.limits.default_max_tokens) \
+                if models else 0
+            budget = to_nanos(key.max_budget)
+            spent_elsewhere = 0 if self.tracks_spend(key) else to_nanos(await host.litellm_key_spend(key))
+            hold = await ledger.reserve(key.spend_counter(now), budget, estimate, self.limits.reservation_ttl_seconds,
+                                        spent_elsewhere=spent_elsewhere)
+            if not hold.granted:
+                raise Refused(402, _budget_refusal(key, budget, hold.spent, hold.held, estimate))
+            reservation = hold.reservation
+        return host.key_caller(key, reservation)
 
     def tracks_spend(self, key: VirtualKey) -> bool:
         """Whether the plugin keeps this key's spend: always for config keys; for keys in the proxy's
         store only when LiteLLM itself does not (no database)."""
         return key.source == "config" or not host.litellm_tracks_spend()
 
-    async def spend(self, key: VirtualKey, now: datetime) -> float:
+    async def spend(self, key: VirtualKey, now: datetime) -> Decimal:
+        """The key's spend in its current budget window, in dollars."""
         if self.tracks_spend(key):
-            return await host.read_counter(key.spend_counter(now))
-        return await host.litellm_key_spend(key)
+            return to_dollars(await self.ledger().spent(key.spend_counter(now)))
+        return to_dollars(to_nanos(await host.litellm_key_spend(key)))
 
-    async def record_spend(self, key_id: str, cost: float) -> None:
-        key = await self.find_key(key_id)
-        if key is None or cost <= 0 or not self.tracks_spend(key):
+    async def counted_spend(self, counter: str) -> Decimal:
+        return to_dollars(await self.ledger().spent(counter))
+
+    async def settle(self, key_id: str | None, reservation: str | None, cost: float, tokens: int) -> None:
+        """A call ended: its reservation is replaced by what it cost, and its tokens count per minute."""
+        key = await self.find_key(key_id) if key_id else None
+        if key is None:
+            if reservation is not None:
+                await self.ledger().settle(reservation, 0, [])
             return
-        await host.add_to_counters(key.spend_counters(datetime.now(UTC)), cost, ttl=key.counter_ttl())
+        counted = key.spend_counters(datetime.now(UTC)) if self.tracks_spend(key) else []
+        await self.ledger().settle(reservation, to_nanos(cost) if cost > 0 else 0, counted)
+        if key.tpm_limit is not None and tokens > 0:
+            await self.ledger().add_to_rate(key.tokens_counter, tokens)
+
+    async def release(self, reservation: str | None) -> None:
+        """A call that failed, or never started: its reservation is given back whole."""
+        if reservation is not None:
+            await self.ledger().settle(reservation, 0, [])
 
 
-def dollars(amount: float) -> str:
+def _budget_refusal(key: VirtualKey, budget: int, spent: int, held: int, estimate: int) -> str:
+    if spent >= budget:
+        return (f"virtual key {key.display_id} has exceeded its budget of {dollars(to_dollars(budget))} "
+                f"(spent {dollars(to_dollars(spent))})")
+    left = budget - spent - held
+    return (f"virtual key {key.display_id} has {dollars(to_dollars(max(left, 0)))} of its "
+            f"{dollars(to_dollars(budget))} budget left (spent {dollars(to_dollars(spent))}, "
+            f"{dollars(to_dollars(held))} reserved by calls in flight); this request may cost up to "
+            f"{dollars(to_dollars(estimate))}: set a lower max_tokens, or wait for calls in flight to end")
+
+
+def dollars(amount: Decimal | float) -> str:
     """`$5.00`; small amounts keep their digits (`$0.00004`)."""
-    return f"${amount:,.2f}" if amount >= 0.01 or amount == 0 else f"${amount:.8f}".rstrip("0")
+    amount = Decimal(str(amount)) if isinstance(amount, float) else amount
+    if amount >= Decimal("0.01") or amount == 0:
+        return f"${amount:,.2f}"
+    return "$" + format(amount.normalize(), "f")
 
 
 _auth: MPilotAuth | None = None

@@ -67,29 +67,43 @@ class VirtualKey:
         return int(now.timestamp()) // length * length
 
     def spend_counter(self, now: datetime) -> str:
+        """The ledger counter of the key's spend in the budget window `now` falls in (nano-dollars)."""
         window = self.budget_window(now)
-        return f"mpilot:spend:key:{self.key_id}" + (f":{window}" if window is not None else "")
+        return f"mpilot:nanos:key:{self.key_id}" + (f":{window}" if window is not None else "")
 
-    def spend_counters(self, now: datetime) -> list[str]:
-        """Every counter a request's cost is added to: the key's, and its user's and team's."""
-        counters = [self.spend_counter(now)]
+    def spend_counters(self, now: datetime) -> list[tuple[str, int]]:
+        """Every counter a request's cost is added to, with how long it must live: the key's, and its
+        user's and team's."""
+        ttl = self.counter_ttl()
+        counters = [(self.spend_counter(now), ttl)]
         if self.user_id:
-            counters.append(user_spend_counter(self.user_id))
+            counters.append((user_spend_counter(self.user_id), LIFETIME_TTL))
         if self.team_id:
-            counters.append(team_spend_counter(self.team_id))
+            counters.append((team_spend_counter(self.team_id), LIFETIME_TTL))
         return counters
 
+    @property
+    def requests_counter(self) -> str:
+        return f"mpilot:rpm:key:{self.key_id}"
+
+    @property
+    def tokens_counter(self) -> str:
+        return f"mpilot:tpm:key:{self.key_id}"
+
     def counter_ttl(self) -> int:
-        """How long a counter must live: its window (plus a day), or a year for a lifetime budget."""
-        return parse_duration(self.budget_duration) + 86_400 if self.budget_duration else 365 * 86_400
+        """How long a counter must live: its window (plus a day), or ten years for a lifetime budget."""
+        return parse_duration(self.budget_duration) + 86_400 if self.budget_duration else LIFETIME_TTL
+
+
+LIFETIME_TTL = 10 * 365 * 86_400
 
 
 def user_spend_counter(user_id: str) -> str:
-    return f"mpilot:spend:user:{user_id}"
+    return f"mpilot:nanos:user:{user_id}"
 
 
 def team_spend_counter(team_id: str) -> str:
-    return f"mpilot:spend:team:{team_id}"
+    return f"mpilot:nanos:team:{team_id}"
 
 
 def config_keys(entries: Any) -> dict[str, VirtualKey]:
@@ -200,3 +214,33 @@ def _datetime(value: Any, where: str) -> datetime | None:
         except ValueError:
             raise KeyConfigError(f"{where}.expires must be an ISO 8601 time, got {value!r}") from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class LimitSettings:
+    """`mpilot.limits`: where the ledger lives without Redis, and how a call's cost is reserved."""
+
+    ledger_path: str = ".mpilot-ledger.sqlite3"  # relative to the config file's folder
+    reservation_ttl_seconds: int = 900  # a reservation a proxy never settled (it died) frees itself
+    default_max_tokens: int = 4096  # a request without max_tokens is reserved as if it asked for this many
+
+
+def limit_settings(section: Any) -> LimitSettings:
+    if section is None:
+        return LimitSettings()
+    if not isinstance(section, dict):
+        raise KeyConfigError("mpilot.limits must be a mapping")
+    known = set(LimitSettings.__dataclass_fields__)
+    unknown = sorted(set(section) - known)
+    if unknown:
+        raise KeyConfigError(f"mpilot.limits has unknown fields {unknown}; known: {sorted(known)}")
+    path = section.get("ledger_path", LimitSettings.ledger_path)
+    if not isinstance(path, str) or not path.strip():
+        raise KeyConfigError(f"mpilot.limits.ledger_path must be a file path, got {path!r}")
+    values: dict[str, Any] = {"ledger_path": path}
+    for name in ("reservation_ttl_seconds", "default_max_tokens"):
+        value = section.get(name, getattr(LimitSettings, name))
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise KeyConfigError(f"mpilot.limits.{name} must be a whole number >= 1, got {value!r}")
+        values[name] = value
+    return LimitSettings(**values)

@@ -1,9 +1,10 @@
-"""Adds each answered request's cost to its virtual key's spend (and its user's and team's).
+"""Settles each call of a virtual key in the ledger: its reservation is replaced by what it cost (added
+to the key's, its user's and its team's spend) and its tokens count against the key's tokens per minute.
 
-LiteLLM computes the cost. A non-stream answer's cost is recorded in the request's own path
-(LiteLLM's post-call hook, before the answer is sent), so a proxy that dies right after answering
-loses no spend; a stream's cost is known only once it ends, and is recorded from LiteLLM's success
-callback, streams cut short by the client included.
+LiteLLM computes the cost. A non-stream answer is settled in the request's own path (LiteLLM's
+post-call hook, before the answer is sent), so a proxy that dies right after answering loses no spend;
+a stream's cost is known only once it ends, and is settled from LiteLLM's success callback, streams cut
+short by the client included. A call that fails gives its reservation back whole.
 """
 
 from __future__ import annotations
@@ -14,44 +15,71 @@ from typing import Any
 
 from litellm.integrations.custom_logger import CustomLogger
 
+from .. import host
 from .hook import mpilot_auth
 
 log = logging.getLogger("mpilot.auth")
 
-_REMEMBERED = 10_000  # call ids remembered so that a call's cost is counted once
+_REMEMBERED = 10_000  # call ids remembered so that a call is settled once
 
 
 class KeySpend(CustomLogger):
     def __init__(self) -> None:
         super().__init__()
-        self._counted: OrderedDict[str, None] = OrderedDict()
+        self._settled: OrderedDict[str, None] = OrderedDict()
 
     async def async_post_call_success_hook(self, data: dict, user_api_key_dict: Any, response: Any) -> Any:
         hidden = getattr(response, "_hidden_params", None) or {}
-        await self._count_once(data.get("litellm_call_id"), getattr(user_api_key_dict, "token", None),
-                               hidden.get("response_cost"))
+        usage = getattr(response, "usage", None)
+        await self._settle_once(data.get("litellm_call_id"), getattr(user_api_key_dict, "token", None),
+                                host.reservation_of(user_api_key_dict), hidden.get("response_cost"),
+                                getattr(usage, "total_tokens", 0) or 0)
         return None
 
     async def async_log_success_event(self, kwargs: dict[str, Any], response_obj: Any, start_time: Any,
                                       end_time: Any) -> None:
         payload = kwargs.get("standard_logging_object") or {}
         key_id = (payload.get("metadata") or {}).get("user_api_key_hash")
-        await self._count_once(kwargs.get("litellm_call_id"), key_id, payload.get("response_cost"))
+        await self._settle_once(kwargs.get("litellm_call_id"), key_id, _logged_reservation(kwargs),
+                                payload.get("response_cost"), payload.get("total_tokens") or 0)
 
-    async def _count_once(self, call_id: str | None, key_id: str | None, cost: Any) -> None:
-        """Whichever of the two hooks sees a call first counts it (LiteLLM may run them in either order)."""
-        if not call_id or not key_id or not cost or call_id in self._counted:
+    async def async_post_call_failure_hook(self, request_data: dict, original_exception: Exception,
+                                           user_api_key_dict: Any, traceback_str: str | None = None) -> Any:
+        await self._release(host.reservation_of(user_api_key_dict))
+        return None
+
+    async def async_log_failure_event(self, kwargs: dict[str, Any], response_obj: Any, start_time: Any,
+                                      end_time: Any) -> None:
+        await self._release(_logged_reservation(kwargs))
+
+    async def _settle_once(self, call_id: str | None, key_id: str | None, reservation: str | None, cost: Any,
+                           tokens: Any) -> None:
+        """Whichever of the two success hooks sees a call first settles it (LiteLLM may run them in
+        either order)."""
+        if not call_id or call_id in self._settled or not (key_id or reservation):
             return
-        self._counted[call_id] = None  # marked before the first await: the other hook skips it
-        while len(self._counted) > _REMEMBERED:
-            self._counted.popitem(last=False)
-        await self._record(str(key_id), float(cost))
-
-    async def _record(self, key_id: str, cost: float) -> None:
+        self._settled[call_id] = None  # marked before the first await: the other hook skips it
+        while len(self._settled) > _REMEMBERED:
+            self._settled.popitem(last=False)
         try:
-            await mpilot_auth().record_spend(key_id, cost)
-        except Exception as error:  # noqa: BLE001  # spend keeping must never fail a request
-            log.warning("MPilot spend not recorded for key %s: %s", key_id[:12], type(error).__name__)
+            await mpilot_auth().settle(str(key_id) if key_id else None, reservation, float(cost or 0.0),
+                                       int(tokens or 0))
+        except Exception as error:  # noqa: BLE001  # settling must never fail a request; the hold expires
+            log.warning("MPilot spend not settled for key %s: %s", str(key_id)[:12], type(error).__name__)
+
+    async def _release(self, reservation: str | None) -> None:
+        if reservation is None:
+            return
+        try:
+            await mpilot_auth().release(reservation)
+        except Exception as error:  # noqa: BLE001  # the hold expires by itself
+            log.warning("MPilot reservation not released: %s", type(error).__name__)
+
+
+def _logged_reservation(kwargs: dict[str, Any]) -> str | None:
+    """The reservation in the key metadata LiteLLM logs with a call."""
+    metadata = (kwargs.get("litellm_params") or {}).get("metadata") or {}
+    return host.reservation_in(metadata.get("user_api_key_metadata"))
 
 
 key_spend = KeySpend()

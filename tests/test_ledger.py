@@ -1,0 +1,186 @@
+"""The ledger, in both its stores (SQLite on this machine, a real Redis): exact money, reservations that
+hold under concurrency (20 at once, and across processes), expiry of abandoned reservations, and the
+sliding minute of rpm/tpm limits."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import uuid
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio
+
+from plugin.auth.ledger import Ledger, RedisLedger, SqliteLedger, to_dollars, to_nanos
+
+CENT = 10_000_000  # nano-dollars
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, Any]]:
+    """(kind, make) where make(clock) -> a ledger; Redis keys are unique per test."""
+    if request.param == "sqlite":
+        yield "sqlite", lambda clock: SqliteLedger(tmp_path / "ledger.sqlite3", clock=clock)
+    else:
+        port = request.getfixturevalue("redis_port")
+        yield "redis", lambda clock: RedisLedger(redis.asyncio.Redis(port=port), clock=clock)
+
+
+def counter() -> str:
+    return f"test:{uuid.uuid4().hex}"
+
+
+def test_money_is_exact() -> None:
+    assert to_nanos(0.025) * 10 == to_nanos(0.25) == 250_000_000
+    assert sum(to_nanos(0.1) for _ in range(3)) == to_nanos(0.3)  # 0.1 + 0.1 + 0.1 != 0.3 in floats
+    assert to_nanos(2.5e-05) == 25_000
+    assert to_nanos("5.00") == 5 * 1_000_000_000
+    assert to_nanos(0.0000000004) == 0 and to_nanos(0.0000000005) == 1  # half up
+    assert to_dollars(25_000) == Decimal("0.000025")
+
+
+def test_a_budget_that_fits_ten_answers_gives_ten(store: tuple[str, Any]) -> None:
+    """$0.25 and $0.025 answers: floats read 0.24999999999999997 after ten and let an eleventh in."""
+    ledger: Ledger = store[1](Clock())
+    name, budget, cost = counter(), to_nanos(0.25), to_nanos(0.025)
+
+    async def run() -> int:
+        answered = 0
+        for _ in range(12):
+            hold = await ledger.reserve(name, budget, cost, ttl=60)
+            if not hold.granted:
+                break
+            answered += 1
+            await ledger.settle(hold.reservation, cost, [(name, 3600)])
+        return answered
+
+    assert asyncio.run(run()) == 10
+
+
+def test_twenty_at_once_get_only_what_fits(store: tuple[str, Any]) -> None:
+    ledger: Ledger = store[1](Clock())
+    name = counter()
+
+    async def run() -> list[bool]:
+        holds = await asyncio.gather(*(ledger.reserve(name, 3 * CENT, CENT, ttl=60) for _ in range(20)))
+        return [hold.granted for hold in holds]
+
+    assert asyncio.run(run()).count(True) == 3
+
+
+def _reserve_in_process(kind: str, where: str, name: str, results: Any) -> None:
+    async def run() -> int:
+        ledger: Ledger = (SqliteLedger(Path(where)) if kind == "sqlite"
+                          else RedisLedger(redis.asyncio.Redis(port=int(where))))
+        holds = await asyncio.gather(*(ledger.reserve(name, 7 * CENT, CENT, ttl=60) for _ in range(10)))
+        return sum(hold.granted for hold in holds)
+
+    results.put(asyncio.run(run()))
+
+
+def test_workers_in_other_processes_share_one_budget(store: tuple[str, Any], tmp_path: Path,
+                                                     request: pytest.FixtureRequest) -> None:
+    """What `litellm --num_workers N` needs: 4 processes x 10 reservations against a budget of 7."""
+    kind = store[0]
+    where = str(tmp_path / "shared.sqlite3") if kind == "sqlite" else str(request.getfixturevalue("redis_port"))
+    if kind == "sqlite":
+        SqliteLedger.check(Path(where))
+    name = counter()
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    workers = [context.Process(target=_reserve_in_process, args=(kind, where, name, results)) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+    assert sum(results.get(timeout=5) for _ in workers) == 7
+
+
+def test_settle_moves_a_reservation_to_spend(store: tuple[str, Any]) -> None:
+    ledger: Ledger = store[1](Clock())
+    key, user = counter(), counter()
+
+    async def run() -> tuple[int, int, bool, bool]:
+        hold = await ledger.reserve(key, 10 * CENT, 6 * CENT, ttl=60)
+        blocked = (await ledger.reserve(key, 10 * CENT, 6 * CENT, ttl=60)).granted  # 6 held + 6 > 10
+        await ledger.settle(hold.reservation, 2 * CENT, [(key, 3600), (user, 3600)])  # cheaper than reserved
+        after = (await ledger.reserve(key, 10 * CENT, 6 * CENT, ttl=60)).granted  # 2 spent + 6 <= 10
+        return await ledger.spent(key), await ledger.spent(user), blocked, after
+
+    assert asyncio.run(run()) == (2 * CENT, 2 * CENT, False, True)
+
+
+def test_a_spent_budget_refuses_even_a_free_request(store: tuple[str, Any]) -> None:
+    ledger: Ledger = store[1](Clock())
+    name = counter()
+
+    async def run() -> tuple[bool, bool, bool]:
+        zero_budget = (await ledger.reserve(name, 0, 0, ttl=60)).granted
+        await ledger.settle(None, CENT, [(name, 3600)])
+        at_budget = (await ledger.reserve(name, CENT, 0, ttl=60)).granted
+        elsewhere = (await ledger.reserve(counter(), CENT, 0, ttl=60, spent_elsewhere=CENT)).granted
+        return zero_budget, at_budget, elsewhere
+
+    assert asyncio.run(run()) == (False, False, False)
+
+
+def test_an_abandoned_reservation_expires(store: tuple[str, Any]) -> None:
+    """A proxy that died mid-call does not hold the budget forever."""
+    clock = Clock()
+    ledger: Ledger = store[1](clock)
+    name = counter()
+
+    async def run() -> tuple[bool, bool]:
+        await ledger.reserve(name, CENT, CENT, ttl=30)
+        held = (await ledger.reserve(name, CENT, CENT, ttl=30)).granted
+        clock.now += 31
+        return held, (await ledger.reserve(name, CENT, CENT, ttl=30)).granted
+
+    assert asyncio.run(run()) == (False, True)
+
+
+def test_requests_per_minute_slide(store: tuple[str, Any]) -> None:
+    clock = Clock()
+    ledger: Ledger = store[1](clock)
+    name = counter()
+
+    async def run() -> list[tuple[bool, int]]:
+        seen = []
+        for step in (0, 10, 20, 55, 71):
+            clock.now += step - (clock.now - 1_800_000_000.0)
+            check = await ledger.count_request(name, limit=2)
+            seen.append((check.admitted, check.retry_after))
+        return seen
+
+    # t=0 and t=10 admitted; t=20 and t=55 refused until t=0 leaves the minute (retry after 40 s, 5 s);
+    # t=71: only t=10 is within the last minute.
+    assert asyncio.run(run()) == [(True, 0), (True, 0), (False, 40), (False, 5), (True, 0)]
+
+
+def test_tokens_per_minute_add_up(store: tuple[str, Any]) -> None:
+    clock = Clock()
+    ledger: Ledger = store[1](clock)
+    name = counter()
+
+    async def run() -> tuple[int, int, bool, bool]:
+        await ledger.add_to_rate(name, 18)
+        clock.now += 30
+        await ledger.add_to_rate(name, 18)
+        both = await ledger.rate_used(name)
+        over = (await ledger.count_request(name, limit=36, amount=0)).admitted  # 36 used of 36: no room
+        clock.now += 31
+        return both, await ledger.rate_used(name), over, (await ledger.count_request(name, 36, 0)).admitted
+
+    assert asyncio.run(run()) == (36, 18, False, True)
