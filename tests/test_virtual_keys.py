@@ -128,3 +128,25 @@ def test_a_broken_mpilot_section_fails_closed(monkeypatch: pytest.MonkeyPatch) -
         asyncio.run(hook.user_api_key_auth(None, "sk-bf-anything-0000"))  # type: ignore[arg-type]
     assert str(raised.value.code) == "500"
     assert "misconfigured" in raised.value.message and "sk-plain" not in raised.value.message
+
+
+@pytest.mark.parametrize(("section", "fragment"), [
+    ({"reservation_ttl_seconds": 0}, "mpilot.limits.reservation_ttl_seconds"),
+    ({"default_max_tokens": "4096"}, "mpilot.limits.default_max_tokens"),
+    ({"ledger_path": ""}, "mpilot.limits.ledger_path"),
+    ({"ledger": "x"}, "unknown fields ['ledger']"),
+    ("ledger.sqlite3", "mpilot.limits must be a mapping"),
+])
+def test_bad_limit_settings_name_the_field(section: object, fragment: str) -> None:
+    from plugin.auth.keys import limit_settings
+
+    with pytest.raises(KeyConfigError) as raised:
+        limit_settings(section)
+    assert fragment in str(raised.value)
+
+
+def test_limit_settings_defaults() -> None:
+    from plugin.auth.keys import LimitSettings, limit_settings
+
+    assert limit_settings(None) == LimitSettings() == limit_settings({})
+    assert limit_settings({"default_max_tokens": 8}).default_max_tokens == 8

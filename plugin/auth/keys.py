@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from .sections import checked_section
+
 KEY_PREFIX = "sk-bf-"
 MIN_SECRET_CHARS = 32  # after the prefix: a config key must be unguessable
 
@@ -141,9 +143,7 @@ _KNOWN_FIELDS = frozenset({"key", "key_alias", "models", "max_budget", "budget_d
 
 
 def _key_from_entry(entry: dict[str, Any], key_id: str, where: str) -> VirtualKey:
-    unknown = sorted(set(entry) - _KNOWN_FIELDS)
-    if unknown:
-        raise KeyConfigError(f"{where} has unknown fields {unknown}; known: {sorted(_KNOWN_FIELDS)}")
+    checked_section(entry, _KNOWN_FIELDS, where, KeyConfigError)
     duration = _text(entry, "budget_duration", where)
     if duration is not None:
         try:
@@ -226,14 +226,7 @@ class LimitSettings:
 
 
 def limit_settings(section: Any) -> LimitSettings:
-    if section is None:
-        return LimitSettings()
-    if not isinstance(section, dict):
-        raise KeyConfigError("mpilot.limits must be a mapping")
-    known = set(LimitSettings.__dataclass_fields__)
-    unknown = sorted(set(section) - known)
-    if unknown:
-        raise KeyConfigError(f"mpilot.limits has unknown fields {unknown}; known: {sorted(known)}")
+    section = checked_section(section, LimitSettings.__dataclass_fields__, "mpilot.limits", KeyConfigError)
     path = section.get("ledger_path", LimitSettings.ledger_path)
     if not isinstance(path, str) or not path.strip():
         raise KeyConfigError(f"mpilot.limits.ledger_path must be a file path, got {path!r}")

@@ -30,6 +30,8 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
+from .sections import checked_section
+
 log = logging.getLogger("mpilot.auth")
 
 MAX_TOKEN_BYTES = 8192
@@ -65,14 +67,7 @@ _SECONDS_SETTINGS = ("leeway_seconds", "jwks_cooldown_seconds", "jwks_max_age_se
 def jwt_settings(section: Any) -> JwtSettings:
     """`mpilot.jwt` checked field by field, so a typo fails at start and names the field instead of
     turning every valid token into a silent 401 later. Unset `os.environ/NAME` values count as absent."""
-    if section is None:
-        return JwtSettings()
-    if not isinstance(section, dict):
-        raise ValueError("mpilot.jwt must be a mapping")
-    known = set(JwtSettings.__dataclass_fields__)
-    unknown = sorted(set(section) - known)
-    if unknown:
-        raise ValueError(f"mpilot.jwt has unknown fields {unknown}; known: {sorted(known)}")
+    section = checked_section(section, JwtSettings.__dataclass_fields__, "mpilot.jwt")
     values: dict[str, Any] = {}
     for name, value in section.items():
         if value is None or value == "" or (isinstance(value, str) and value.startswith("os.environ/")):
