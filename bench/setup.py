@@ -1,4 +1,4 @@
-"""What every benchmark runs against: a fake upstream in its own process and one proxy with the plugin."""
+"""What every benchmark runs against: a fake upstream in its own process and proxies with the plugin."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from tests.fake_upstream import FakeUpstream
 from tests.harness import REPO, ProxyProcess, proxy_config_for
@@ -15,21 +16,32 @@ from tests.loopback import free_port
 
 
 @contextmanager
-def running_proxy(words: int = 40) -> Iterator[ProxyProcess]:
-    """A proxy from the shipped config (plugin, auth hook, test keys), its models on a fake upstream
-    that answers `words` words, streamed in 8-character chunks. Test-only callbacks are left out."""
+def running_upstream(words: int = 40) -> Iterator[FakeUpstream]:
+    """A fake OpenAI-compatible upstream in its own process, answering `words` words, streamed in
+    8-character chunks. The `FakeUpstream` yielded only names its address."""
     port = free_port()
     upstream = subprocess.Popen([sys.executable, "-m", "tests.fake_upstream", "--port", str(port),
                                  "--words", str(words)], cwd=REPO)
     try:
-        config = proxy_config_for(FakeUpstream(port=port))  # only its address: the server is `upstream`
-        config["litellm_settings"]["callbacks"] = ["plugin.config_hooks.cohere_v2_chat"]
-        with tempfile.TemporaryDirectory() as workdir:
-            proxy = ProxyProcess(config, Path(workdir)).start()
-            try:
-                yield proxy
-            finally:
-                proxy.stop()
+        yield FakeUpstream(port=port)
     finally:
         upstream.terminate()
         upstream.wait(timeout=10)
+
+
+def bench_config(upstream: FakeUpstream) -> dict[str, Any]:
+    """The shipped config (plugin, auth hook, test keys) with models on `upstream`; test-only callbacks out."""
+    config = proxy_config_for(upstream)
+    config["litellm_settings"]["callbacks"] = ["plugin.config_hooks.cohere_v2_chat"]
+    return config
+
+
+@contextmanager
+def running_proxy(words: int = 40) -> Iterator[ProxyProcess]:
+    """One proxy from `bench_config` on a fresh fake upstream."""
+    with running_upstream(words) as upstream, tempfile.TemporaryDirectory() as workdir:
+        proxy = ProxyProcess(bench_config(upstream), Path(workdir)).start()
+        try:
+            yield proxy
+        finally:
+            proxy.stop()

@@ -336,6 +336,7 @@ async def store_key(key_id: str) -> VirtualKey | None:
         team_id=found.team_id,
         metadata=dict(found.metadata or {}),
         stored_spend=float(found.spend or 0.0),
+        stored=found,
     )
 
 
@@ -456,17 +457,30 @@ _OUTPUT_TOKEN_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_token
 RESERVATION = "mpilot_reservation"  # in a caller's metadata: the ledger reservation of this request's call
 
 
-def key_caller(key: VirtualKey, reservation: str | None = None) -> Caller:
-    """What LiteLLM sees for a virtual key: its id (never the key), identity and models. Its budget and
-    rate limits are the plugin's ledger's (see `MPilotAuth.admit`); `reservation` rides in the metadata
-    LiteLLM hands to callbacks, so the call's end settles it."""
-    metadata = dict(key.metadata)
+def key_caller(key: VirtualKey) -> Caller:
+    """What LiteLLM sees for a virtual key: its id (never the key), identity and models.
+
+    A key from the proxy's store is LiteLLM's own key object, handed over whole: it keeps every
+    restriction LiteLLM gives it (max_parallel_requests, allowed_routes, rpm/tpm limit types,
+    model_max_budget, object permissions, its organization), which LiteLLM enforces on it as on its own
+    keys. Its budget is the plugin's ledger's while LiteLLM keeps no spend (no database); with one, both
+    hold it. A config key has the fields a config key can have. Budgets and rate limits hold in the
+    plugin's ledger on top (see `MPilotAuth.admit`)."""
+    if key.stored is None:
+        return UserAPIKeyAuth(api_key=key.key_id, token=key.key_id, key_alias=key.alias, models=list(key.models),
+                              user_id=key.user_id, team_id=key.team_id, metadata=dict(key.metadata))
+    caller = key.stored.model_copy(deep=True)
+    caller.api_key = caller.token = key.key_id
+    if not litellm_tracks_spend():
+        caller.max_budget = None  # LiteLLM would reserve against spend it never records
+    return caller
+
+
+def with_reservation(caller: Caller, reservation: str | None) -> Caller:
+    """`reservation` rides in the key metadata LiteLLM hands to callbacks, so the call's end settles it."""
     if reservation is not None:
-        metadata[RESERVATION] = reservation
-    return UserAPIKeyAuth(
-        api_key=key.key_id, token=key.key_id, key_alias=key.alias, models=list(key.models),
-        user_id=key.user_id, team_id=key.team_id, metadata=metadata,
-    )
+        caller.metadata = {**(caller.metadata or {}), RESERVATION: reservation}
+    return caller
 
 
 def reservation_of(caller: Any) -> str | None:

@@ -70,6 +70,10 @@ STORE_ONLY: dict[str, dict[str, Any]] = {
     "admin-owned": {"user_role": "proxy_admin", "user_id": "some-admin"},
     "ui-session": {"team_id": "litellm-dashboard", "user_id": "ui-user"},
     "unreadable": {"expires": "not-a-time"},
+    # Restrictions only LiteLLM's key objects have: the plugin hands LiteLLM the object, LiteLLM enforces them.
+    "parallel": {"max_parallel_requests": 1},
+    "routes": {"allowed_routes": ["/v1/chat/completions"]},
+    "model-budget": {"model_max_budget": {"fake": {"budget_limit": 0.00003, "time_period": "1d"}}},
 }
 
 

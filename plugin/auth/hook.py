@@ -103,10 +103,11 @@ class MPilotAuth:
         for model in models:
             if not await host.may_call_model(key, model):
                 raise Refused(403, f"virtual key {key.display_id} may not use model {model!r}")
+        caller = host.key_caller(key)
         # Only what cannot reach a model (the key's own info, model lists) is free of the key's limits.
         route = host.route_of(request)
         if route == KEY_INFO_PATH or not host.route_spends(route):
-            return host.key_caller(key)
+            return caller
         ledger = self.ledger()
         if key.rpm_limit is not None:
             rate = await ledger.count_request(key.requests_counter, key.rpm_limit)
@@ -131,7 +132,7 @@ class MPilotAuth:
             if not hold.granted:
                 raise Refused(402, _budget_refusal(key, budget, hold.spent, hold.held, estimate))
             reservation = hold.reservation
-        return host.key_caller(key, reservation)
+        return host.with_reservation(caller, reservation)
 
     def tracks_spend(self, key: VirtualKey) -> bool:
         """Whether the plugin keeps this key's spend: always for config keys; for keys in the proxy's

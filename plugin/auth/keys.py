@@ -51,6 +51,7 @@ class VirtualKey:
     team_id: str | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
     stored_spend: float = 0.0  # the key store's own figure (proxy keys)
+    stored: Any = field(default=None, compare=False, repr=False)  # the key store's own key object (proxy keys)
 
     @property
     def display_id(self) -> str:

@@ -1,0 +1,153 @@
+"""What the plugin's auth hook costs, measured against a baseline in the same run.
+
+    .venv/bin/python -m bench.auth_overhead [--requests 400]
+
+The hook runs on every request of the proxy, not only the Cohere route's. Three proxies on one fake
+upstream, requests alternating one by one so machine noise falls on both sides alike:
+1. presence: LiteLLM's own `/v1/chat/completions` with the master key, on a proxy with the plugin
+   loaded (hook, callbacks, routes) vs one from the same models without it (target <= 1.01);
+2. a budgeted key: the Cohere route with an `sk-bf-` key that has a budget and an rpm limit (a rate
+   count, a cost estimate, a reservation and its settlement in the ledger on every request) vs the
+   master key, on the SQLite ledger and on Redis (target <= 1.02).
+Prints p50, p99 and the proxy's CPU time per request for each side, and the ratios (> 1: slower).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from tests.harness import MASTER_KEY, SHIPPED_CONFIG, ProxyProcess
+from tests.loopback import free_port
+
+from .compare_routes import COHERE, OPENAI, percentile
+from .setup import bench_config, running_upstream
+
+BUDGETED = "sk-bf-bench-budgeted-0123456789abcdef0123456789abcdef"
+
+
+def with_budgeted_key(config: dict[str, Any]) -> dict[str, Any]:
+    config["mpilot"]["virtual_keys"].append({"key": BUDGETED, "max_budget": 1000.0, "rpm_limit": 1_000_000})
+    return config
+
+
+def without_plugin(config: dict[str, Any]) -> dict[str, Any]:
+    """The same proxy as a user has it before adding the plugin: models and master key only."""
+    shipped = yaml.safe_load(SHIPPED_CONFIG.read_text())
+    return {"model_list": config["model_list"], "router_settings": config["router_settings"],
+            "general_settings": {"master_key": MASTER_KEY},
+            "litellm_settings": {key: value for key, value in shipped["litellm_settings"].items()
+                                 if key not in ("callbacks", "enable_post_custom_auth_checks")}}
+
+
+@contextmanager
+def redis_server() -> Iterator[int]:
+    port = free_port()
+    with tempfile.TemporaryDirectory() as workdir:
+        process = subprocess.Popen([shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind",
+                                    "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", workdir],
+                                   stdout=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 10
+            while subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True,
+                                 text=True).stdout.strip() != "PONG":
+                assert time.monotonic() < deadline, "redis-server did not start"
+                time.sleep(0.05)
+            yield port
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+
+
+def start_all(proxies: list[ProxyProcess]) -> None:
+    threads = [threading.Thread(target=proxy.start) for proxy in proxies]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+class Side:
+    """One side of a comparison: a proxy, a route and body, a token; its latencies and proxy CPU time."""
+
+    def __init__(self, proxy: ProxyProcess, request: tuple[str, dict[str, Any]], token: str) -> None:
+        self.proxy, (self.path, self.body), self.token = proxy, request, token
+        self.client = httpx.Client(base_url=proxy.url, headers={"Authorization": f"Bearer {token}"}, timeout=60)
+        self.times: list[float] = []
+        self.cpu = 0.0
+
+    def once(self, record: bool = True) -> None:
+        cpu = self.proxy.cpu_seconds()
+        start = time.perf_counter()
+        self.client.post(self.path, json=self.body).raise_for_status()
+        if record:
+            self.times.append(time.perf_counter() - start)
+            self.cpu += self.proxy.cpu_seconds() - cpu
+
+    def p50(self) -> float:
+        return statistics.median(self.times) * 1e3
+
+    def p99(self) -> float:
+        return percentile(self.times, 0.99) * 1e3
+
+    def cpu_ms(self) -> float:
+        return self.cpu / len(self.times) * 1e3
+
+
+def compare(label: str, subject: Side, baseline: Side, requests: int) -> None:
+    for _ in range(30):  # warm up both
+        subject.once(record=False)
+        baseline.once(record=False)
+    for _ in range(requests):
+        subject.once()
+        baseline.once()
+    print(f"\n{label} ({requests} each, alternating)")
+    print(f"{'figure':<26} {'subject':>10} {'baseline':>10} {'ratio':>7}")
+    for name, unit, of in (("latency p50", "ms", Side.p50), ("latency p99", "ms", Side.p99),
+                           ("proxy CPU per request", "ms", Side.cpu_ms)):
+        print(f"{name + ' (' + unit + ')':<26} {of(subject):>10.2f} {of(baseline):>10.2f} "
+              f"{of(subject) / of(baseline):>7.3f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=400, help="requests per side and comparison")
+    args = parser.parse_args()
+
+    with ExitStack() as stack:
+        upstream = stack.enter_context(running_upstream())
+        redis_port = stack.enter_context(redis_server())
+        workdirs = [Path(stack.enter_context(tempfile.TemporaryDirectory())) for _ in range(3)]
+        plugin = ProxyProcess(with_budgeted_key(bench_config(upstream)), workdirs[0])
+        bare = ProxyProcess(without_plugin(bench_config(upstream)), workdirs[1])
+        shared = with_budgeted_key(bench_config(upstream))
+        shared["general_settings"]["coordination_redis"] = {"host": "127.0.0.1", "port": redis_port}
+        redis_backed = ProxyProcess(shared, workdirs[2])
+        proxies = [plugin, bare, redis_backed]
+        try:
+            start_all(proxies)
+            compare("Plugin's presence: /v1/chat/completions, master key, with the plugin vs without",
+                    Side(plugin, OPENAI, MASTER_KEY), Side(bare, OPENAI, MASTER_KEY), args.requests)
+            compare("Budgeted sk-bf- key vs master key: Cohere route, SQLite ledger",
+                    Side(plugin, COHERE, BUDGETED), Side(plugin, COHERE, MASTER_KEY), args.requests)
+            compare("Budgeted sk-bf- key vs master key: Cohere route, Redis ledger",
+                    Side(redis_backed, COHERE, BUDGETED), Side(redis_backed, COHERE, MASTER_KEY), args.requests)
+        finally:
+            for proxy in proxies:
+                proxy.stop()
+
+
+if __name__ == "__main__":
+    main()
