@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import redis.asyncio
 
-from plugin.auth.ledger import Ledger, RedisLedger, SqliteLedger, to_dollars, to_nanos
+from plugin.auth.ledger import Admission, Budget, Ledger, Limits, RedisLedger, SqliteLedger, to_dollars, to_nanos
 
 CENT = 10_000_000  # nano-dollars
 
@@ -42,6 +42,15 @@ def counter() -> str:
     return f"test:{uuid.uuid4().hex}"
 
 
+async def reserve(ledger: Ledger, name: str, limit: int, amount: int, ttl: int = 60,
+                  spent_elsewhere: int = 0) -> Admission:
+    return await ledger.admit(Limits(budget=Budget(name, limit, amount, ttl, spent_elsewhere)))
+
+
+async def count(ledger: Ledger, name: str, limit: int) -> Admission:
+    return await ledger.admit(Limits(requests=(name, limit)))
+
+
 def test_money_is_exact() -> None:
     assert to_nanos(0.025) * 10 == to_nanos(0.25) == 250_000_000
     assert sum(to_nanos(0.1) for _ in range(3)) == to_nanos(0.3)  # 0.1 + 0.1 + 0.1 != 0.3 in floats
@@ -59,8 +68,8 @@ def test_a_budget_that_fits_ten_answers_gives_ten(store: tuple[str, Any]) -> Non
     async def run() -> int:
         answered = 0
         for _ in range(12):
-            hold = await ledger.reserve(name, budget, cost, ttl=60)
-            if not hold.granted:
+            hold = await reserve(ledger, name, budget, cost, ttl=60)
+            if not hold.admitted:
                 break
             answered += 1
             await ledger.settle(hold.reservation, cost, [(name, 3600)])
@@ -74,8 +83,8 @@ def test_twenty_at_once_get_only_what_fits(store: tuple[str, Any]) -> None:
     name = counter()
 
     async def run() -> list[bool]:
-        holds = await asyncio.gather(*(ledger.reserve(name, 3 * CENT, CENT, ttl=60) for _ in range(20)))
-        return [hold.granted for hold in holds]
+        holds = await asyncio.gather(*(reserve(ledger, name, 3 * CENT, CENT, ttl=60) for _ in range(20)))
+        return [hold.admitted for hold in holds]
 
     assert asyncio.run(run()).count(True) == 3
 
@@ -84,8 +93,8 @@ def _reserve_in_process(kind: str, where: str, name: str, results: Any) -> None:
     async def run() -> int:
         ledger: Ledger = (SqliteLedger(Path(where)) if kind == "sqlite"
                           else RedisLedger(redis.asyncio.Redis(port=int(where))))
-        holds = await asyncio.gather(*(ledger.reserve(name, 7 * CENT, CENT, ttl=60) for _ in range(10)))
-        return sum(hold.granted for hold in holds)
+        holds = await asyncio.gather(*(reserve(ledger, name, 7 * CENT, CENT, ttl=60) for _ in range(10)))
+        return sum(hold.admitted for hold in holds)
 
     results.put(asyncio.run(run()))
 
@@ -113,10 +122,10 @@ def test_settle_moves_a_reservation_to_spend(store: tuple[str, Any]) -> None:
     key, user = counter(), counter()
 
     async def run() -> tuple[int, int, bool, bool]:
-        hold = await ledger.reserve(key, 10 * CENT, 6 * CENT, ttl=60)
-        blocked = (await ledger.reserve(key, 10 * CENT, 6 * CENT, ttl=60)).granted  # 6 held + 6 > 10
+        hold = await reserve(ledger, key, 10 * CENT, 6 * CENT, ttl=60)
+        blocked = (await reserve(ledger, key, 10 * CENT, 6 * CENT, ttl=60)).admitted  # 6 held + 6 > 10
         await ledger.settle(hold.reservation, 2 * CENT, [(key, 3600), (user, 3600)])  # cheaper than reserved
-        after = (await ledger.reserve(key, 10 * CENT, 6 * CENT, ttl=60)).granted  # 2 spent + 6 <= 10
+        after = (await reserve(ledger, key, 10 * CENT, 6 * CENT, ttl=60)).admitted  # 2 spent + 6 <= 10
         return await ledger.spent(key), await ledger.spent(user), blocked, after
 
     assert asyncio.run(run()) == (2 * CENT, 2 * CENT, False, True)
@@ -127,10 +136,10 @@ def test_a_spent_budget_refuses_even_a_free_request(store: tuple[str, Any]) -> N
     name = counter()
 
     async def run() -> tuple[bool, bool, bool]:
-        zero_budget = (await ledger.reserve(name, 0, 0, ttl=60)).granted
+        zero_budget = (await reserve(ledger, name, 0, 0, ttl=60)).admitted
         await ledger.settle(None, CENT, [(name, 3600)])
-        at_budget = (await ledger.reserve(name, CENT, 0, ttl=60)).granted
-        elsewhere = (await ledger.reserve(counter(), CENT, 0, ttl=60, spent_elsewhere=CENT)).granted
+        at_budget = (await reserve(ledger, name, CENT, 0, ttl=60)).admitted
+        elsewhere = (await reserve(ledger, counter(), CENT, 0, ttl=60, spent_elsewhere=CENT)).admitted
         return zero_budget, at_budget, elsewhere
 
     assert asyncio.run(run()) == (False, False, False)
@@ -143,10 +152,10 @@ def test_an_abandoned_reservation_expires(store: tuple[str, Any]) -> None:
     name = counter()
 
     async def run() -> tuple[bool, bool]:
-        await ledger.reserve(name, CENT, CENT, ttl=30)
-        held = (await ledger.reserve(name, CENT, CENT, ttl=30)).granted
+        await reserve(ledger, name, CENT, CENT, ttl=30)
+        held = (await reserve(ledger, name, CENT, CENT, ttl=30)).admitted
         clock.now += 31
-        return held, (await ledger.reserve(name, CENT, CENT, ttl=30)).granted
+        return held, (await reserve(ledger, name, CENT, CENT, ttl=30)).admitted
 
     assert asyncio.run(run()) == (False, True)
 
@@ -160,7 +169,7 @@ def test_requests_per_minute_slide(store: tuple[str, Any]) -> None:
         seen = []
         for step in (0, 10, 20, 55, 71):
             clock.now += step - (clock.now - 1_800_000_000.0)
-            check = await ledger.count_request(name, limit=2)
+            check = await count(ledger, name, 2)
             seen.append((check.admitted, check.retry_after))
         return seen
 
@@ -179,8 +188,25 @@ def test_tokens_per_minute_add_up(store: tuple[str, Any]) -> None:
         clock.now += 30
         await ledger.add_to_rate(name, 18)
         both = await ledger.rate_used(name)
-        over = (await ledger.count_request(name, limit=36, amount=0)).admitted  # 36 used of 36: no room
+        over = (await ledger.admit(Limits(tokens=(name, 36)))).admitted  # 36 used of 36: no room
         clock.now += 31
-        return both, await ledger.rate_used(name), over, (await ledger.count_request(name, 36, 0)).admitted
+        return both, await ledger.rate_used(name), over, (await ledger.admit(Limits(tokens=(name, 36)))).admitted
 
     assert asyncio.run(run()) == (36, 18, False, True)
+
+
+def test_one_step_counts_a_request_only_when_every_limit_admits_it(store: tuple[str, Any]) -> None:
+    """A request refused by its budget does not use up its rpm, and one refused by rpm reserves nothing."""
+    ledger: Ledger = store[1](Clock())
+    requests, spend = counter(), counter()
+
+    async def run() -> list[str | None]:
+        seen = []
+        for amount in (CENT, 5 * CENT, CENT, CENT):  # the 5-cent one does not fit the 3-cent budget
+            admission = await ledger.admit(Limits(requests=(requests, 2), budget=Budget(spend, 3 * CENT, amount, 60)))
+            seen.append(admission.refused_by)
+        seen.append(str(await ledger.rate_used(requests)))
+        return seen
+
+    # Admitted, refused by the budget (not counted), admitted (2 requests now), refused by the rate.
+    assert asyncio.run(run()) == [None, "budget", None, "requests", "2"]

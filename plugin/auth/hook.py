@@ -25,7 +25,7 @@ from fastapi import Request
 from .. import host
 from ..cohere.errors import redact
 from .keys import KEY_PREFIX, VirtualKey, config_keys, key_id_of, limit_settings
-from .ledger import Ledger, to_dollars, to_nanos
+from .ledger import Admission, Budget, Ledger, Limits, to_dollars, to_nanos
 from .tokens import MPilotJwtVerifier, TokenRejected, jwt_settings, looks_like_jwt
 
 log = logging.getLogger("mpilot.auth")
@@ -106,33 +106,30 @@ class MPilotAuth:
         caller = host.key_caller(key)
         # Only what cannot reach a model (the key's own info, model lists) is free of the key's limits.
         route = host.route_of(request)
-        if route == KEY_INFO_PATH or not host.route_spends(route):
+        if route == KEY_INFO_PATH or not host.route_spends(route) or not key.has_limits:
             return caller
-        ledger = self.ledger()
-        if key.rpm_limit is not None:
-            rate = await ledger.count_request(key.requests_counter, key.rpm_limit)
-            if not rate.admitted:
-                raise Refused(429, f"virtual key {key.display_id} has reached its limit of {key.rpm_limit} "
-                                   f"requests per minute; retry in {rate.retry_after} s",
-                              headers={"retry-after": str(rate.retry_after)})
-        if key.tpm_limit is not None:
-            rate = await ledger.count_request(key.tokens_counter, key.tpm_limit, amount=0)
-            if not rate.admitted:
-                raise Refused(429, f"virtual key {key.display_id} has used {rate.used} of its {key.tpm_limit} "
-                                   f"tokens per minute; retry in {rate.retry_after} s",
-                              headers={"retry-after": str(rate.retry_after)})
-        reservation = None
+        budget = None
         if key.max_budget is not None:
             estimate = await host.estimate_cost_nanos(request, models, self.limits.default_max_tokens) \
                 if models else 0
-            budget = to_nanos(key.max_budget)
             spent_elsewhere = 0 if self.tracks_spend(key) else to_nanos(await host.litellm_key_spend(key))
-            hold = await ledger.reserve(key.spend_counter(now), budget, estimate, self.limits.reservation_ttl_seconds,
-                                        spent_elsewhere=spent_elsewhere)
-            if not hold.granted:
-                raise Refused(402, _budget_refusal(key, budget, hold.spent, hold.held, estimate))
-            reservation = hold.reservation
-        return host.with_reservation(caller, reservation)
+            budget = Budget(key.spend_counter(now), to_nanos(key.max_budget), estimate,
+                            self.limits.reservation_ttl_seconds, spent_elsewhere)
+        admission = await self.ledger().admit(Limits(
+            requests=(key.requests_counter, key.rpm_limit) if key.rpm_limit is not None else None,
+            tokens=(key.tokens_counter, key.tpm_limit) if key.tpm_limit is not None else None,
+            budget=budget))
+        if admission.refused_by == "requests":
+            raise Refused(429, f"virtual key {key.display_id} has reached its limit of {key.rpm_limit} requests "
+                               f"per minute; retry in {admission.retry_after} s",
+                          headers={"retry-after": str(admission.retry_after)})
+        if admission.refused_by == "tokens":
+            raise Refused(429, f"virtual key {key.display_id} has used {admission.used} of its {key.tpm_limit} "
+                               f"tokens per minute; retry in {admission.retry_after} s",
+                          headers={"retry-after": str(admission.retry_after)})
+        if admission.refused_by == "budget" and budget is not None:
+            raise Refused(402, _budget_refusal(key, budget, admission))
+        return host.with_reservation(caller, admission.reservation)
 
     def tracks_spend(self, key: VirtualKey) -> bool:
         """Whether the plugin keeps this key's spend: always for config keys; for keys in the proxy's
@@ -166,7 +163,8 @@ class MPilotAuth:
             await self.ledger().settle(reservation, 0, [])
 
 
-def _budget_refusal(key: VirtualKey, budget: int, spent: int, held: int, estimate: int) -> str:
+def _budget_refusal(key: VirtualKey, reserving: Budget, admission: Admission) -> str:
+    budget, spent, held, estimate = reserving.limit, admission.spent, admission.held, reserving.amount
     if spent >= budget:
         return (f"virtual key {key.display_id} has exceeded its budget of {dollars(to_dollars(budget))} "
                 f"(spent {dollars(to_dollars(spent))})")

@@ -86,6 +86,11 @@ class VirtualKey:
         return counters
 
     @property
+    def has_limits(self) -> bool:
+        """Whether the ledger counts anything for this key (a budget, requests or tokens per minute)."""
+        return self.max_budget is not None or self.rpm_limit is not None or self.tpm_limit is not None
+
+    @property
     def requests_counter(self) -> str:
         return f"mpilot:rpm:key:{self.key_id}"
 

@@ -10,17 +10,16 @@ budget forever. Pure apart from its two stores; knows nothing of LiteLLM.
 
 from __future__ import annotations
 
-import asyncio
 import math
 import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 NANOS_PER_DOLLAR = 1_000_000_000
 RATE_WINDOW_SECONDS = 60  # rpm and tpm limits: a sliding minute, in one-second buckets
@@ -37,38 +36,56 @@ def to_dollars(nanos: int) -> Decimal:
 
 
 @dataclass(frozen=True)
-class Hold:
-    """The answer to a reservation: granted or not, and the key's spend and reserved amounts before it."""
+class Budget:
+    """A reservation to make: `amount` against `limit` on `counter`, held for `ttl` seconds at most.
+    `spent_elsewhere`: spend kept outside the ledger (LiteLLM's database) that counts too."""
 
-    granted: bool
-    spent: int
-    held: int
-    reservation: str | None = None  # what `settle` takes back; None when nothing was reserved
+    counter: str
+    limit: int
+    amount: int
+    ttl: int
+    spent_elsewhere: int = 0
 
 
 @dataclass(frozen=True)
-class RateCheck:
-    admitted: bool
-    used: int  # requests (or tokens) in the last minute, this one not included
-    retry_after: int = 0  # whole seconds until the window has room again
+class Limits:
+    """What one request must fit, all checked (and counted) in one atomic step: a request a minute on
+    `requests` (counter, limit), the tokens of the last minute on `tokens` (counter, limit; its use is
+    added after the call), and its reservation against `budget`."""
+
+    requests: tuple[str, int] | None = None
+    tokens: tuple[str, int] | None = None
+    budget: Budget | None = None
+
+
+Refusal = Literal["requests", "tokens", "budget"]
+
+
+@dataclass(frozen=True)
+class Admission:
+    refused_by: Refusal | None  # None: admitted, the request counted and its cost reserved
+    used: int = 0  # requests or tokens of the last minute, for a rate refusal
+    retry_after: int = 0  # whole seconds until the minute has room again, for a rate refusal
+    spent: int = 0  # the budget counter's spend (spent elsewhere included) before this request
+    held: int = 0  # what calls in flight had reserved before this request
+    reservation: str | None = None  # what `settle` takes back; None when nothing was reserved
+
+    @property
+    def admitted(self) -> bool:
+        return self.refused_by is None
 
 
 class Ledger(Protocol):
-    async def spent(self, counter: str) -> int: ...
-
-    async def reserve(self, counter: str, budget: int, amount: int, ttl: int, spent_elsewhere: int = 0) -> Hold:
-        """Reserve `amount` against `budget` when spent + reserved + amount fits (and spent + reserved is
-        below it): one atomic step. `spent_elsewhere`: spend kept outside the ledger (LiteLLM's database)."""
+    async def admit(self, limits: Limits) -> Admission:
+        """Refused by the first limit the request does not fit, else counted and its cost reserved: a
+        budget fits while spent + reserved + amount <= limit (and spent + reserved < limit)."""
         ...
 
     async def settle(self, reservation: str | None, amount: int, counters: Sequence[tuple[str, int]]) -> None:
         """Drop `reservation` (if still held) and add `amount` to each (counter, ttl seconds): one atomic step."""
         ...
 
-    async def count_request(self, counter: str, limit: int, amount: int = 1) -> RateCheck:
-        """Admit (and count `amount`) while the last minute holds less than `limit` and `amount` fits;
-        `amount=0` only checks, for limits whose use is known after the call (tokens)."""
-        ...
+    async def spent(self, counter: str) -> int: ...
 
     async def rate_used(self, counter: str) -> int: ...
 
@@ -103,13 +120,16 @@ CREATE TABLE IF NOT EXISTS rate (counter TEXT NOT NULL, second INTEGER NOT NULL,
 
 class SqliteLedger:
     """One file that every worker process of the machine opens; each change is a `BEGIN IMMEDIATE`
-    transaction, so workers take turns. Runs on one thread of its own per process: SQLite calls (and
-    their waits for another worker's lock) never block the proxy's event loop."""
+    transaction, so workers take turns.
+
+    Runs in the caller's thread: a transaction takes tens of microseconds, while handing it to a thread
+    of its own cost ~2 ms per request under load (that thread waits for the GIL, which a busy event loop
+    gives up every 5 ms; bench/auth_overhead). A lock serialises callers from LiteLLM's other threads."""
 
     def __init__(self, path: Path, clock: Any = time.time) -> None:
         self.path = path
         self._clock = clock
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mpilot-ledger")
+        self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
 
     @staticmethod
@@ -124,7 +144,7 @@ class SqliteLedger:
 
     def _connection(self) -> sqlite3.Connection:
         if self._db is None:
-            db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            db = sqlite3.connect(self.path, timeout=5, isolation_level=None, check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.executescript(_SCHEMA)
@@ -132,31 +152,25 @@ class SqliteLedger:
         return self._db
 
     async def _run(self, step: Any, *args: Any) -> Any:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._transaction, step, args)
+        with self._lock:
+            db = self._connection()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                result = step(db, self._clock(), *args)
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+            return result
 
-    def _transaction(self, step: Any, args: tuple[Any, ...]) -> Any:
-        db = self._connection()
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            result = step(db, self._clock(), *args)
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
-        return result
-
-    async def spent(self, counter: str) -> int:
-        return await self._run(_sqlite_spent, counter)
-
-    async def reserve(self, counter: str, budget: int, amount: int, ttl: int, spent_elsewhere: int = 0) -> Hold:
-        return await self._run(_sqlite_reserve, counter, budget, amount, ttl, spent_elsewhere)
+    async def admit(self, limits: Limits) -> Admission:
+        return await self._run(_sqlite_admit, limits)
 
     async def settle(self, reservation: str | None, amount: int, counters: Sequence[tuple[str, int]]) -> None:
         await self._run(_sqlite_settle, reservation, amount, tuple(counters))
 
-    async def count_request(self, counter: str, limit: int, amount: int = 1) -> RateCheck:
-        return await self._run(_sqlite_count_request, counter, limit, amount)
+    async def spent(self, counter: str) -> int:
+        return await self._run(_sqlite_spent, counter)
 
     async def rate_used(self, counter: str) -> int:
         return await self._run(_sqlite_rate_used, counter)
@@ -170,19 +184,31 @@ def _sqlite_spent(db: sqlite3.Connection, now: float, counter: str) -> int:
     return int(row[0]) if row else 0
 
 
-def _sqlite_reserve(db: sqlite3.Connection, now: float, counter: str, budget: int, amount: int, ttl: int,
-                    spent_elsewhere: int) -> Hold:
-    db.execute("DELETE FROM holds WHERE counter = ? AND expires_at <= ?", (counter, now))
-    spent = _sqlite_spent(db, now, counter) + spent_elsewhere
-    held = int(db.execute("SELECT COALESCE(SUM(nanos), 0) FROM holds WHERE counter = ?", (counter,)).fetchone()[0])
-    if spent + held >= budget or spent + held + amount > budget:
-        return Hold(False, spent, held)
-    if amount <= 0:
-        return Hold(True, spent, held)
-    reservation = _reservation_id(counter)
-    db.execute("INSERT INTO holds (id, counter, nanos, expires_at) VALUES (?, ?, ?, ?)",
-               (reservation, counter, amount, now + ttl))
-    return Hold(True, spent, held, reservation)
+def _sqlite_admit(db: sqlite3.Connection, now: float, limits: Limits) -> Admission:
+    rates: tuple[tuple[Refusal, tuple[str, int] | None], ...] = (("requests", limits.requests),
+                                                                   ("tokens", limits.tokens))
+    for refusal, rate in rates:
+        if rate is not None:
+            used, oldest = _sqlite_rate_window(db, now, rate[0])
+            if used >= rate[1]:
+                return Admission(refusal, used=used, retry_after=_retry_after(oldest, now))
+    spent = held = 0
+    reservation = None
+    budget = limits.budget
+    if budget is not None:
+        db.execute("DELETE FROM holds WHERE counter = ? AND expires_at <= ?", (budget.counter, now))
+        spent = _sqlite_spent(db, now, budget.counter) + budget.spent_elsewhere
+        held = int(db.execute("SELECT COALESCE(SUM(nanos), 0) FROM holds WHERE counter = ?",
+                              (budget.counter,)).fetchone()[0])
+        if spent + held >= budget.limit or spent + held + budget.amount > budget.limit:
+            return Admission("budget", spent=spent, held=held)
+        if budget.amount > 0:
+            reservation = _reservation_id(budget.counter)
+            db.execute("INSERT INTO holds (id, counter, nanos, expires_at) VALUES (?, ?, ?, ?)",
+                       (reservation, budget.counter, budget.amount, now + budget.ttl))
+    if limits.requests is not None:
+        _sqlite_add_to_rate(db, now, limits.requests[0], 1)
+    return Admission(None, spent=spent, held=held, reservation=reservation)
 
 
 def _sqlite_settle(db: sqlite3.Connection, now: float, reservation: str | None, amount: int,
@@ -205,15 +231,6 @@ def _sqlite_rate_window(db: sqlite3.Connection, now: float, counter: str) -> tup
     return int(used), oldest
 
 
-def _sqlite_count_request(db: sqlite3.Connection, now: float, counter: str, limit: int, amount: int) -> RateCheck:
-    used, oldest = _sqlite_rate_window(db, now, counter)
-    if used >= limit or used + amount > limit:
-        return RateCheck(False, used, _retry_after(oldest, now))
-    if amount > 0:
-        _sqlite_add_to_rate(db, now, counter, amount)
-    return RateCheck(True, used)
-
-
 def _sqlite_rate_used(db: sqlite3.Connection, now: float, counter: str) -> int:
     return _sqlite_rate_window(db, now, counter)[0]
 
@@ -226,31 +243,62 @@ def _sqlite_add_to_rate(db: sqlite3.Connection, now: float, counter: str, amount
 
 # --- Redis: every proxy ---------------------------------------------------------------------------------
 
-# KEYS: spend counter, holds hash. ARGV: budget, amount, now, ttl, id, spent elsewhere.
-# A hold is "nanos:expires_at"; expired holds are dropped on the way. Numbers are Lua doubles: exact
-# up to 2^53 nano-dollars (about $9 million) per counter.
-_RESERVE = """
-local spent = tonumber(redis.call('GET', KEYS[1]) or '0') + tonumber(ARGV[6])
-local now = tonumber(ARGV[3])
-local held = 0
-local entries = redis.call('HGETALL', KEYS[2])
-for i = 1, #entries, 2 do
-  local sep = string.find(entries[i + 1], ':', 1, true)
-  local nanos = tonumber(string.sub(entries[i + 1], 1, sep - 1))
-  if tonumber(string.sub(entries[i + 1], sep + 1)) <= now then
-    redis.call('HDEL', KEYS[2], entries[i])
-  else
-    held = held + nanos
+# The window of a rate hash (second -> amount): drops seconds older than a minute, returns used, oldest.
+_RATE_WINDOW = """
+local function window(key, now, length)
+  local oldest_allowed = math.floor(now) - length
+  local used, oldest = 0, -1
+  local entries = redis.call('HGETALL', key)
+  for i = 1, #entries, 2 do
+    local second = tonumber(entries[i])
+    if second <= oldest_allowed then
+      redis.call('HDEL', key, entries[i])
+    else
+      used = used + tonumber(entries[i + 1])
+      if oldest < 0 or second < oldest then oldest = second end
+    end
+  end
+  return used, oldest
+end
+"""
+
+# KEYS: requests hash, tokens hash, spend counter, holds hash (unused ones are named but not touched).
+# ARGV: now, window, requests limit, tokens limit, budget (each -1 when absent), amount, ttl, id,
+# spent elsewhere. A hold is "nanos:expires_at"; expired holds are dropped on the way. Numbers are Lua
+# doubles: exact up to 2^53 nano-dollars (about $9 million) per counter.
+_ADMIT = _RATE_WINDOW + """
+local now, length = tonumber(ARGV[1]), tonumber(ARGV[2])
+local limits = {tonumber(ARGV[3]), tonumber(ARGV[4])}
+for i = 1, 2 do
+  if limits[i] >= 0 then
+    local used, oldest = window(KEYS[i], now, length)
+    if used >= limits[i] then return {i, used, oldest, 0, 0} end
   end
 end
-local budget, amount = tonumber(ARGV[1]), tonumber(ARGV[2])
-if spent + held >= budget or spent + held + amount > budget then return {0, spent, held} end
-if amount > 0 then
-  redis.call('HSET', KEYS[2], ARGV[5], ARGV[2] .. ':' .. tostring(now + tonumber(ARGV[4])))
-  local ttl = redis.call('TTL', KEYS[2])
-  if ttl < tonumber(ARGV[4]) then redis.call('EXPIRE', KEYS[2], tonumber(ARGV[4]) + 1) end
+local budget, amount, ttl = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local spent, held = 0, 0
+if budget >= 0 then
+  spent = tonumber(redis.call('GET', KEYS[3]) or '0') + tonumber(ARGV[9])
+  local entries = redis.call('HGETALL', KEYS[4])
+  for i = 1, #entries, 2 do
+    local sep = string.find(entries[i + 1], ':', 1, true)
+    if tonumber(string.sub(entries[i + 1], sep + 1)) <= now then
+      redis.call('HDEL', KEYS[4], entries[i])
+    else
+      held = held + tonumber(string.sub(entries[i + 1], 1, sep - 1))
+    end
+  end
+  if spent + held >= budget or spent + held + amount > budget then return {3, 0, -1, spent, held} end
+  if amount > 0 then
+    redis.call('HSET', KEYS[4], ARGV[8], ARGV[6] .. ':' .. tostring(now + ttl))
+    if redis.call('TTL', KEYS[4]) < ttl then redis.call('EXPIRE', KEYS[4], ttl + 1) end
+  end
 end
-return {1, spent, held}
+if limits[1] >= 0 then
+  redis.call('HINCRBY', KEYS[1], tostring(math.floor(now)), 1)
+  redis.call('EXPIRE', KEYS[1], length + 2)
+end
+return {0, 0, -1, spent, held}
 """
 
 # KEYS: holds hash (or ''), counters... ARGV: reservation id (or ''), amount, ttl of each counter...
@@ -266,29 +314,18 @@ end
 return 1
 """
 
-# KEYS: rate hash (second -> amount). ARGV: now, window, limit (or -1: just read), amount to add.
-_RATE = """
-local now = tonumber(ARGV[1])
-local oldest_allowed = math.floor(now) - tonumber(ARGV[2])
-local used, oldest = 0, nil
-local entries = redis.call('HGETALL', KEYS[1])
-for i = 1, #entries, 2 do
-  local second = tonumber(entries[i])
-  if second <= oldest_allowed then
-    redis.call('HDEL', KEYS[1], entries[i])
-  else
-    used = used + tonumber(entries[i + 1])
-    if oldest == nil or second < oldest then oldest = second end
-  end
-end
-local limit, amount = tonumber(ARGV[3]), tonumber(ARGV[4])
-if limit >= 0 and (used >= limit or used + amount > limit) then return {0, used, oldest or -1} end
+# KEYS: rate hash. ARGV: now, window, amount to add (0: just read). Returns the use before the addition.
+_RATE = _RATE_WINDOW + """
+local now, length, amount = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local used = window(KEYS[1], now, length)
 if amount > 0 then
   redis.call('HINCRBY', KEYS[1], tostring(math.floor(now)), amount)
-  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]) + 2)
+  redis.call('EXPIRE', KEYS[1], length + 2)
 end
-return {1, used, oldest or -1}
+return used
 """
+
+_REFUSALS: tuple[Refusal | None, ...] = (None, "requests", "tokens", "budget")
 
 
 class RedisLedger:
@@ -298,21 +335,27 @@ class RedisLedger:
     def __init__(self, client: Any, clock: Any = time.time) -> None:
         self._client = client
         self._clock = clock
-        self._reserve = client.register_script(_RESERVE)
+        self._admit = client.register_script(_ADMIT)
         self._settle = client.register_script(_SETTLE)
         self._rate = client.register_script(_RATE)
 
-    async def spent(self, counter: str) -> int:
-        return int(await self._client.get(counter) or 0)
-
-    async def reserve(self, counter: str, budget: int, amount: int, ttl: int, spent_elsewhere: int = 0) -> Hold:
-        reservation = _reservation_id(counter)
-        granted, spent, held = await self._reserve(
-            keys=[counter, _holds_of(counter)],
-            args=[budget, amount, repr(self._clock()), ttl, reservation, spent_elsewhere])
-        if not granted:
-            return Hold(False, int(spent), int(held))
-        return Hold(True, int(spent), int(held), reservation if amount > 0 else None)
+    async def admit(self, limits: Limits) -> Admission:
+        now = self._clock()
+        budget = limits.budget
+        reservation = _reservation_id(budget.counter) if budget is not None and budget.amount > 0 else None
+        spend = budget.counter if budget is not None else "mpilot:none"
+        requests, tokens = limits.requests or ("mpilot:none", -1), limits.tokens or ("mpilot:none", -1)
+        refusal, used, oldest, spent, held = await self._admit(
+            keys=[requests[0], tokens[0], spend, _holds_of(spend)],
+            args=[repr(now), RATE_WINDOW_SECONDS, requests[1], tokens[1], budget.limit if budget else -1,
+                  budget.amount if budget else 0, budget.ttl if budget else 0, reservation or "",
+                  budget.spent_elsewhere if budget else 0])
+        refused_by = _REFUSALS[int(refusal)]
+        if refused_by in ("requests", "tokens"):
+            return Admission(refused_by, used=int(used),
+                             retry_after=_retry_after(None if int(oldest) < 0 else int(oldest), now))
+        return Admission(refused_by, spent=int(spent), held=int(held),
+                         reservation=reservation if refused_by is None else None)
 
     async def settle(self, reservation: str | None, amount: int, counters: Sequence[tuple[str, int]]) -> None:
         if reservation is None and (amount <= 0 or not counters):
@@ -321,18 +364,14 @@ class RedisLedger:
         await self._settle(keys=[holds, *(name for name, _ in counters)],
                            args=[reservation or "", amount, *(ttl for _, ttl in counters)])
 
-    async def count_request(self, counter: str, limit: int, amount: int = 1) -> RateCheck:
-        now = self._clock()
-        admitted, used, oldest = await self._rate(keys=[counter], args=[repr(now), RATE_WINDOW_SECONDS, limit, amount])
-        return RateCheck(bool(admitted), int(used),
-                         0 if admitted else _retry_after(None if int(oldest) < 0 else int(oldest), now))
+    async def spent(self, counter: str) -> int:
+        return int(await self._client.get(counter) or 0)
 
     async def rate_used(self, counter: str) -> int:
-        _, used, _ = await self._rate(keys=[counter], args=[repr(self._clock()), RATE_WINDOW_SECONDS, -1, 0])
-        return int(used)
+        return int(await self._rate(keys=[counter], args=[repr(self._clock()), RATE_WINDOW_SECONDS, 0]))
 
     async def add_to_rate(self, counter: str, amount: int) -> None:
-        await self._rate(keys=[counter], args=[repr(self._clock()), RATE_WINDOW_SECONDS, -1, amount])
+        await self._rate(keys=[counter], args=[repr(self._clock()), RATE_WINDOW_SECONDS, amount])
 
 
 def _holds_of(counter: str) -> str:
