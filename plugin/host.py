@@ -248,10 +248,16 @@ async def requested_models(request: Request) -> list[str]:
     """Every model a request names, wherever LiteLLM would take one from: its body (JSON, or the form
     fields of an upload, parsed once and cached by LiteLLM), its path (`/engines/{model}/...`,
     `/openai/deployments/{model}/...`, Bedrock, Azure and Google shapes), its query (`?model=`, which
-    LiteLLM prefers to the body's on chat routes; also a realtime websocket's), and the headers and ids
-    LiteLLM reads for files and batches. A model check must cover them all: the call uses one of them."""
+    LiteLLM prefers to the body's on chat routes; also a realtime websocket's), the headers and ids
+    LiteLLM reads for files and batches, and client-side fallbacks. A model check must cover them all:
+    the call may use any of them."""
     from litellm.proxy import proxy_server as proxy
-    from litellm.proxy.auth.auth_utils import get_model_from_request, get_request_route
+    from litellm.proxy.auth.auth_utils import (
+        fallback_target_model_name,
+        get_model_from_request,
+        get_request_route,
+        iter_request_fallback_targets,
+    )
     from litellm.proxy.common_utils.http_parsing_utils import read_request_body
 
     try:
@@ -266,6 +272,7 @@ async def requested_models(request: Request) -> list[str]:
                                    request_query_params=request.query_params, llm_router=proxy.llm_router,
                                    request=request)
     named.extend(found if isinstance(found, list) else [found])
+    named.extend(fallback_target_model_name(target) for target in iter_request_fallback_targets(body))
     models: list[str] = []
     for model in named:
         if isinstance(model, str) and model and model not in models:

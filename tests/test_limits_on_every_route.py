@@ -33,6 +33,7 @@ FORBIDDEN_SHAPES = [
     pytest.param("/chat/completions?model=fake-b", CHAT, id="query-no-body-model"),
     pytest.param("/bedrock/model/fake-b/converse", {"messages": [{"role": "user", "content": [{"text": "hi"}]}]},
                  id="bedrock-path"),
+    pytest.param("/v1/chat/completions", {"model": "fake", "fallbacks": ["fake-b"], **CHAT}, id="client-fallbacks"),
 ]
 
 
