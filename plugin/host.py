@@ -446,16 +446,19 @@ async def estimate_cost_nanos(request: Request, models: list[str], default_max_t
     if not any(body.get(field) is not None for field in _OUTPUT_TOKEN_FIELDS):
         body["max_tokens"] = default_max_tokens
     route = route_of(request)
-    if body.get("model") is None and models:
-        body["model"] = models[0]
+    dearest = 0.0
     try:
-        counts = await count_request_input_tokens(request_body=body, route=route, llm_router=proxy.llm_router)
-        cost = estimate_request_max_cost(request_body=body, route=route, llm_router=proxy.llm_router,
-                                         input_token_counts=counts)
+        # Each model the request names (body, path, query, fallbacks) in turn: the call may use any.
+        for model in models:
+            body["model"] = model
+            counts = await count_request_input_tokens(request_body=body, route=route, llm_router=proxy.llm_router)
+            cost = estimate_request_max_cost(request_body=body, route=route, llm_router=proxy.llm_router,
+                                             input_token_counts=counts)
+            dearest = max(dearest, cost or 0.0)
     except Exception as error:  # noqa: BLE001  # an estimate never fails a request; the budget still holds
         log.warning("MPilot limits: no cost estimate (%s); reserving nothing for this call", type(error).__name__)
         return 0
-    return to_nanos(cost) if cost else 0
+    return to_nanos(dearest)
 
 
 _OUTPUT_TOKEN_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens")

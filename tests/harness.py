@@ -55,6 +55,7 @@ LIMITS: dict[str, dict[str, Any]] = {
     "broke": {"max_budget": 0},
     "three": {"max_budget": 0.000075},  # three answers of $0.000025
     "burst": {"rpm_limit": 5},
+    "dear": {"max_budget": 0.001},  # fits calls to `fake`, not one to `fake-dear`
 }
 SOURCES = ("cfg", "store")
 HS_SECRET = "hs256-test-secret-0123456789abcdef"
@@ -106,6 +107,7 @@ def proxy_config_for(upstream: FakeUpstream, extra_models: list[dict[str, Any]] 
         fake_model("fake", upstream),
         {**fake_model("fake-b", upstream), "model_info": {**PRICED, "access_groups": ["group-b"]}},
         fake_model("fake-timeout", upstream, timeout=1.5),
+        {**fake_model("fake-dear", upstream), "model_info": {key: price * 100 for key, price in PRICED.items()}},
         {"model_name": "fake-cohere",
          "litellm_params": {"model": "cohere_chat/command-a-fake", "api_base": f"{upstream.base_url[:-3]}/v2/chat",
                             "api_key": "fake-cohere-key"},

@@ -66,6 +66,19 @@ def test_a_virtual_key_jwt_is_checked_on_path_models(proxy: ProxyProcess, fake: 
 
 
 @pytest.mark.parametrize("source", SOURCES)
+def test_the_reservation_prices_every_model_named(proxy: ProxyProcess, fake: FakeUpstream, source: str) -> None:
+    """The path's model wins over the body's on LiteLLM's chat routes: a cheap model in the body must not
+    get a call to a dear one reserved at the cheap one's price."""
+    token = virtual_key(source, "dear")  # $0.001; one answer of `fake-dear` costs $0.0025
+    body = {"model": "fake", "max_tokens": 7, **CHAT}
+    assert post(proxy, "/v1/chat/completions", token, body).status_code == 200  # `fake` fits
+    refused = post(proxy, "/engines/fake-dear/chat/completions", token, body)
+    assert refused.status_code == 402, refused.text
+    assert "may cost up to" in refused.text
+    assert len(fake.requests) == 1
+
+
+@pytest.mark.parametrize("source", SOURCES)
 def test_our_route_checks_the_model_it_calls_whatever_the_content_type(proxy: ProxyProcess, fake: FakeUpstream,
                                                                        source: str) -> None:
     """curl's `-d` sends `application/x-www-form-urlencoded`: LiteLLM would read a form without a model,
