@@ -29,6 +29,9 @@ CASES = {
                        "mpilot.virtual_keys[0].blocked must be true or false"),
     "leeway": ({"jwt": {"issuer": "https://i", "secret": "s" * 32, "leeway_seconds": "abc"}},
                "mpilot.jwt.leeway_seconds must be a number"),
+    # Without Redis, limits are shared through a file: one that cannot be opened means they could not hold.
+    "ledger": ({"limits": {"ledger_path": "/nonexistent/folder/ledger.sqlite3"}},
+               "the limits ledger /nonexistent/folder/ledger.sqlite3 cannot be opened"),
 }
 
 
@@ -37,7 +40,8 @@ def refusals(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[int | 
     """Every case's proxy started at once (each takes ~10 s to import LiteLLM): exit code and output."""
     results: dict[str, tuple[int | None, str]] = {}
 
-    proxies = {name: ProxyProcess(config_with(mpilot), Path(tmp_path_factory.mktemp(f"refuse-{name}")))
+    no_redis = {"REDIS_HOST": "", "REDIS_URL": ""}  # the ledger case is about a proxy without Redis
+    proxies = {name: ProxyProcess(config_with(mpilot), Path(tmp_path_factory.mktemp(f"refuse-{name}")), env=no_redis)
                for name, (mpilot, _) in CASES.items()}  # made here: mktemp is not thread-safe
 
     def run(name: str) -> None:
