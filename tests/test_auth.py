@@ -388,9 +388,23 @@ def attack_garbage(jwks: JwksServer) -> str:
     return "eyJnot.a.jwt"
 
 
+def attack_vk_names_the_master_key(jwks: JwksServer) -> str:
+    """A validly signed token whose `vk` names LiteLLM's cached master-key entry, not a virtual key."""
+    return jwks.keys[0].sign(claims(vk=key_id(MASTER_KEY)))
+
+
+def attack_vk_names_an_admins_key(jwks: JwksServer) -> str:
+    return jwks.keys[0].sign(claims(vk=key_id(virtual_key("store", "admin-owned"))))
+
+
+def attack_vk_names_a_ui_session(jwks: JwksServer) -> str:
+    return jwks.keys[0].sign(claims(vk=key_id(virtual_key("store", "ui-session"))))
+
+
 ATTACKS = [attack_alg_none, attack_hs256_with_public_key, attack_expired, attack_nbf_future, attack_wrong_iss,
            attack_wrong_aud, attack_no_exp, attack_edited_payload, attack_other_key, attack_forged_admin,
-           attack_20kb, attack_garbage]
+           attack_20kb, attack_garbage, attack_vk_names_the_master_key, attack_vk_names_an_admins_key,
+           attack_vk_names_a_ui_session]
 
 
 @pytest.mark.parametrize("attack", ATTACKS, ids=[a.__name__.removeprefix("attack_") for a in ATTACKS])
