@@ -119,8 +119,8 @@ def test_reads_that_reach_no_model_stay_open_to_a_spent_key(proxy: ProxyProcess,
     assert httpx.get(f"{proxy.url}/v1/models", headers=headers, timeout=10).status_code == 200
 
 
-async def _open_realtime(proxy: ProxyProcess, token: str) -> str:
-    url = proxy.url.replace("http://", "ws://") + "/v1/realtime?model=fake"
+async def _open_realtime(proxy: ProxyProcess, token: str, model: str = "fake") -> str:
+    url = proxy.url.replace("http://", "ws://") + f"/v1/realtime?model={model}"
     try:
         async with websockets.connect(url, additional_headers={"Authorization": f"Bearer {token}"},
                                       open_timeout=10, close_timeout=2) as socket:
@@ -138,3 +138,12 @@ def test_realtime_websocket_with_a_spent_key_is_refused(proxy: ProxyProcess, sou
     outcome = asyncio.run(_open_realtime(proxy, virtual_key(source, "broke")))
     assert outcome.startswith(("refused 403", "closed 1008")), outcome
     assert "has exceeded its budget" in proxy.log()[before:]
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_realtime_websocket_checks_its_model(proxy: ProxyProcess, source: str) -> None:
+    """A websocket names its model in the query (`?model=`); LiteLLM's auth sees it as a GET."""
+    before = len(proxy.log())
+    outcome = asyncio.run(_open_realtime(proxy, virtual_key(source, "models"), model="fake-b"))
+    assert outcome.startswith(("refused 403", "closed 1008")), outcome
+    assert "may not use model 'fake-b'" in proxy.log()[before:]
