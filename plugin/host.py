@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -371,14 +371,14 @@ def _aware(value: Any) -> datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-async def may_call_model(key: VirtualKey, model: str) -> bool:
-    """LiteLLM's own model check for keys: access groups, wildcards, `all-proxy-models`."""
+async def may_call_model(caller: Caller, model: str) -> bool:
+    """LiteLLM's own model check for a key's caller (see `key_caller`): access groups, wildcards,
+    `all-proxy-models`."""
     from litellm.proxy import proxy_server as proxy
     from litellm.proxy.auth.auth_checks import can_key_call_model
 
     try:
-        await can_key_call_model(model=model, llm_model_list=proxy.llm_model_list,
-                                 valid_token=UserAPIKeyAuth(token=key.key_id, models=list(key.models)),
+        await can_key_call_model(model=model, llm_model_list=proxy.llm_model_list, valid_token=caller,
                                  llm_router=proxy.llm_router)
     except ProxyException as denial:
         if str(denial.code) in ("401", "403"):
@@ -437,10 +437,7 @@ async def estimate_cost_nanos(request: Request, models: list[str], default_max_t
     model's output limit, times the output price), the dearest model named. 0 when no price is known."""
     from litellm.proxy import proxy_server as proxy
     from litellm.proxy.common_utils.http_parsing_utils import read_request_body
-    from litellm.proxy.spend_tracking.budget_reservation import (
-        count_request_input_tokens,
-        estimate_request_max_cost,
-    )
+    from litellm.proxy.spend_tracking.budget_reservation import count_request_input_tokens
 
     body = dict(await read_request_body(request))
     if not any(body.get(field) is not None for field in _OUTPUT_TOKEN_FIELDS):
@@ -452,9 +449,7 @@ async def estimate_cost_nanos(request: Request, models: list[str], default_max_t
         for model in models:
             body["model"] = model
             counts = await count_request_input_tokens(request_body=body, route=route, llm_router=proxy.llm_router)
-            cost = estimate_request_max_cost(request_body=body, route=route, llm_router=proxy.llm_router,
-                                             input_token_counts=counts)
-            dearest = max(dearest, cost or 0.0)
+            dearest = max(dearest, _max_cost(body, route, model, counts) or 0.0)
     except Exception as error:  # noqa: BLE001  # an estimate never fails a request; the budget still holds
         log.warning("MPilot limits: no cost estimate (%s); reserving nothing for this call", type(error).__name__)
         return 0
@@ -462,6 +457,34 @@ async def estimate_cost_nanos(request: Request, models: list[str], default_max_t
 
 
 _OUTPUT_TOKEN_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
+_COST_FIELDS = (*_OUTPUT_TOKEN_FIELDS, "n", "best_of", "inferenceConfig")  # what LiteLLM's estimate reads
+_max_costs: dict[tuple[Any, ...], tuple[Any, float | None]] = {}
+_MAX_COSTS_KEPT = 4096
+
+
+def _max_cost(body: dict, route: str, model: str, input_tokens: Mapping[str, int]) -> float | None:
+    """LiteLLM's `estimate_request_max_cost`, remembered: it is plain arithmetic on the request's token
+    counts and fields, the route and the model group's prices, but costs ~170 us a call in the runtime
+    protocol checks of its number parsing. An answer is reused only while the router serves the same
+    (cached) model group info: the router replaces it whenever models or prices change."""
+    from litellm.proxy import proxy_server as proxy
+    from litellm.proxy.spend_tracking.budget_reservation import estimate_request_max_cost
+
+    def estimate() -> float | None:
+        return estimate_request_max_cost(request_body=body, route=route, llm_router=proxy.llm_router,
+                                         input_token_counts=input_tokens)
+
+    group = proxy.llm_router.cached_model_group_info(model) if proxy.llm_router is not None else None
+    if group is None or not input_tokens:
+        return estimate()  # priced from LiteLLM's model map, or its input counted inside: not remembered
+    key = (model, route, tuple(sorted(input_tokens.items())), repr([body.get(field) for field in _COST_FIELDS]))
+    known = _max_costs.get(key)
+    if known is not None and known[0] is group:
+        return known[1]
+    if len(_max_costs) >= _MAX_COSTS_KEPT:
+        _max_costs.clear()
+    cost = _max_costs[key] = (group, estimate())
+    return cost[1]
 
 
 RESERVATION = "mpilot_reservation"  # in a caller's metadata: the ledger reservation of this request's call

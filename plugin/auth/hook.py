@@ -100,10 +100,10 @@ class MPilotAuth:
         if key.expired(now):
             raise Refused(401, f"virtual key {key.display_id} has expired")
         models = await host.requested_models(request)
-        for model in models:
-            if not await host.may_call_model(key, model):
-                raise Refused(403, f"virtual key {key.display_id} may not use model {model!r}")
         caller = host.key_caller(key)
+        for model in models:
+            if not await host.may_call_model(caller, model):
+                raise Refused(403, f"virtual key {key.display_id} may not use model {model!r}")
         # Only what cannot reach a model (the key's own info, model lists) is free of the key's limits.
         route = host.route_of(request)
         if route == KEY_INFO_PATH or not host.route_spends(route) or not key.has_limits:
