@@ -76,6 +76,8 @@ class Admission:
 
 
 class Ledger(Protocol):
+    local: bool  # each step is a transaction in this process's thread that never yields to the event loop
+
     async def admit(self, limits: Limits) -> Admission:
         """Refused by the first limit the request does not fit, else counted and its cost reserved: a
         budget fits while spent + reserved + amount <= limit (and spent + reserved < limit)."""
@@ -125,6 +127,8 @@ class SqliteLedger:
     Runs in the caller's thread: a transaction takes tens of microseconds, while handing it to a thread
     of its own cost ~2 ms per request under load (that thread waits for the GIL, which a busy event loop
     gives up every 5 ms; bench/auth_overhead). A lock serialises callers from LiteLLM's other threads."""
+
+    local = True
 
     def __init__(self, path: Path, clock: Any = time.time) -> None:
         self.path = path
@@ -331,6 +335,8 @@ _REFUSALS: tuple[Refusal | None, ...] = (None, "requests", "tokens", "budget")
 class RedisLedger:
     """The same ledger in Redis, for several proxies; each step is one Lua script (atomic in Redis).
     `client`: a `redis.asyncio` client."""
+
+    local = False
 
     def __init__(self, client: Any, clock: Any = time.time) -> None:
         self._client = client

@@ -1,14 +1,15 @@
 """Settles each call of a virtual key in the ledger: its reservation is replaced by what it cost (added
 to the key's, its user's and its team's spend) and its tokens count against the key's tokens per minute.
 
-LiteLLM computes the cost. A non-stream answer is settled from LiteLLM's post-call hook, in a task of
-its own that runs as the answer goes out: settling before the answer cost ~1 ms p50 on the SQLite ledger
-and ~5 ms on Redis (an await there hands the event loop to LiteLLM's deferred logging first;
-bench/auth_overhead). Until it lands, about a millisecond later, the call's reservation (at least its
-cost when `max_tokens` is set) keeps its place in the budget; a proxy killed in that millisecond loses
-the call's spend (the hold expires unspent). A stream's cost is known only once it ends, and is settled
-from LiteLLM's success callback, streams cut short by the client included. A call that fails gives its
-reservation back whole.
+LiteLLM computes the cost. A non-stream answer is settled from LiteLLM's post-call hook. On the SQLite
+ledger that is a local transaction that never yields, done before the answer is sent, so a proxy that
+dies right after answering loses no spend. On Redis it runs in a task of its own as the answer goes
+out: awaiting the round trip first hands the event loop to LiteLLM's deferred logging before the
+answer leaves (+5 ms p50, bench/auth_overhead). Until it lands, about a millisecond later, the call's
+reservation (at least its cost when `max_tokens` is set) keeps its place in the budget; a proxy killed
+in that millisecond loses the call's spend (the hold expires unspent). A stream's cost is known only
+once it ends, and is settled from LiteLLM's success callback, streams cut short by the client included.
+A call that fails gives its reservation back whole.
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ class KeySpend(CustomLogger):
         usage = getattr(response, "usage", None)
         settling = self._settle(key_id, reservation, hidden.get("response_cost"),
                                 getattr(usage, "total_tokens", 0) or 0)
+        if mpilot_auth().ledger().local:
+            await settling
+            return None
         task = asyncio.create_task(settling)  # settles as the answer goes out (see the module's docstring)
         self._settling.add(task)
         task.add_done_callback(self._settling.discard)
