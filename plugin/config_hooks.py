@@ -1,5 +1,7 @@
 """What `config.yaml` names. LiteLLM may execute this file from its path, once per reference, so it
-holds nothing but imports of the real package (whose state lives once in `sys.modules`)."""
+holds nothing but what the real package gives (whose state lives once in `sys.modules`): the plugin's
+hook and callback, or their fail-closed stand-ins on a LiteLLM release the plugin does not support."""
 
-from plugin.auth.hook import user_api_key_auth as mpilot_auth  # noqa: F401
-from plugin.entry import cohere_v2_chat  # noqa: F401
+from plugin.release import load_plugin
+
+mpilot_auth, cohere_v2_chat = load_plugin()

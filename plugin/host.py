@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+import inspect
 import json
 import logging
 import os
@@ -20,11 +21,12 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from litellm.proxy._types import LiteLLMRoutes, ProxyException, UserAPIKeyAuth
+
+# LitellmUserRoles: from litellm.proxy._types on every release (1.108 moved it to a module of its own)
+from litellm.proxy._types import LiteLLMRoutes, LitellmUserRoles, ProxyException, UserAPIKeyAuth
 from litellm.proxy.auth.user_api_key_auth import user_api_key_auth
 from litellm.proxy.common_request_processing import ProxyBaseLLMRequestProcessing
 from litellm.proxy.route_llm_request import ProxyModelNotFoundError
-from litellm.types.proxy.auth.user_roles import LitellmUserRoles
 
 from .auth.keys import VirtualKey
 from .auth.ledger import Ledger, RedisLedger, SqliteLedger, to_nanos
@@ -431,14 +433,13 @@ def make_ledger(path: str) -> Ledger:
     return SqliteLedger(ledger_file(path))
 
 
-async def estimate_cost_nanos(request: Request, models: list[str], default_max_tokens: int) -> int:
+async def estimate_cost_nanos(request: Request, models: list[str], default_max_tokens: int,
+                              team_id: str | None = None) -> int:
     """The most this request may cost, for its reservation: LiteLLM's own estimate (input tokens by its
     token counter times the input price, plus max_tokens, else `default_max_tokens` capped by the
     model's output limit, times the output price), the dearest model named. 0 when no price is known."""
     from litellm.proxy import proxy_server as proxy
     from litellm.proxy.common_utils.http_parsing_utils import read_request_body
-    from litellm.proxy.spend_tracking.budget_reservation import count_request_input_tokens
-
     body = dict(await read_request_body(request))
     if not any(body.get(field) is not None for field in _OUTPUT_TOKEN_FIELDS):
         body["max_tokens"] = default_max_tokens
@@ -448,12 +449,29 @@ async def estimate_cost_nanos(request: Request, models: list[str], default_max_t
         # Each model the request names (body, path, query, fallbacks) in turn: the call may use any.
         for model in models:
             body["model"] = model
-            counts = await count_request_input_tokens(request_body=body, route=route, llm_router=proxy.llm_router)
+            counts = await _input_token_counts(body, route, proxy.llm_router, team_id)
             dearest = max(dearest, _max_cost(body, route, model, counts) or 0.0)
     except Exception as error:  # noqa: BLE001  # an estimate never fails a request; the budget still holds
         log.warning("MPilot limits: no cost estimate (%s); reserving nothing for this call", type(error).__name__)
         return 0
     return to_nanos(dearest)
+
+
+async def _input_token_counts(body: dict, route: str, router: Any, team_id: str | None) -> Mapping[str, int]:
+    """LiteLLM's input-token count per model the request names. Release adapter: 1.110 added a required
+    `team_id` (a team's own names for models); earlier releases have no such parameter."""
+    from litellm.proxy.spend_tracking.budget_reservation import count_request_input_tokens
+
+    if _counts_take_team_id():
+        return await count_request_input_tokens(request_body=body, route=route, llm_router=router, team_id=team_id)
+    return await count_request_input_tokens(request_body=body, route=route, llm_router=router)
+
+
+@functools.cache
+def _counts_take_team_id() -> bool:
+    from litellm.proxy.spend_tracking.budget_reservation import count_request_input_tokens
+
+    return "team_id" in inspect.signature(count_request_input_tokens).parameters
 
 
 _OUTPUT_TOKEN_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens")

@@ -110,8 +110,8 @@ class MPilotAuth:
             return caller
         budget = None
         if key.max_budget is not None:
-            estimate = await host.estimate_cost_nanos(request, models, self.limits.default_max_tokens) \
-                if models else 0
+            estimate = await host.estimate_cost_nanos(request, models, self.limits.default_max_tokens,
+                                                      key.team_id) if models else 0
             spent_elsewhere = 0 if self.tracks_spend(key) else to_nanos(await host.litellm_key_spend(key))
             budget = Budget(key.spend_counter(now), to_nanos(key.max_budget), estimate,
                             self.limits.reservation_ttl_seconds, spent_elsewhere)
