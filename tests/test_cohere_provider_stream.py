@@ -89,6 +89,10 @@ def finish_reasons(chunks: list[dict[str, Any]]) -> list[str]:
             if choice.get("finish_reason")]
 
 
+def types_before(events: list[Any], first: str) -> set[str]:
+    return {e.type for e in events[:next(n for n, e in enumerate(events) if e.type == first)]}
+
+
 def wait_for(probe: Callable[[], T | None], timeout: float = 5) -> T:
     deadline = time.monotonic() + timeout
     while (found := probe()) is None:
@@ -124,6 +128,8 @@ def test_tool_calls_stream_with_names_and_arguments(co: cohere.ClientV2, fake: F
                          if e.type == "tool-call-delta" and e.index == n) for n in (0, 1)]
     assert arguments == [call["arguments"] for call in CALLS]
     assert [e.index for e in events if e.type == "tool-call-end"] == [0, 1]
+    assert "".join(e.delta.message.tool_plan for e in events if e.type == "tool-plan-delta") == PLAN
+    assert types_before(events, "tool-call-start") == {"message-start", "tool-plan-delta"}
     assert events[-1].type == "message-end" and events[-1].delta.finish_reason == "TOOL_CALL"
 
 
