@@ -37,8 +37,8 @@ async def cohere_v2_chat(
         chat = parse_chat_request(await request.body())
         sources = citation_sources(chat)
         # Cohere's own models take documents natively. LiteLLM 1.108.7's Cohere provider keeps only
-        # document citations of non-stream answers (it drops tool citations, and reads stream citation
-        # events from a field Cohere's stream does not have): those cases ask for markup instead.
+        # document citations of non-stream answers (it drops tool citations; stream citations come only
+        # as provider fields, through host.read_cohere_sse_streams): those cases ask for markup instead.
         native = (bool(chat.documents) and not chat.stream
                   and not any(source["type"] == "tool" for source in (sources or {}).values())
                   and host.served_by_cohere(chat.model))

@@ -78,6 +78,18 @@ def test_thinking_then_text_then_tool_calls() -> None:
     assert events[-1]["delta"]["finish_reason"] == "TOOL_CALL"
 
 
+def test_a_cohere_models_tool_plan_is_tool_plan_deltas() -> None:
+    events = run([chunk({"content": "", "provider_specific_fields": {"tool_plan": "I will "}}),
+                  chunk({"content": "", "provider_specific_fields": {"tool_plan": "look."}}),
+                  chunk({"tool_calls": [{"index": 0, "id": "c1", "type": "function",
+                                         "function": {"name": "f", "arguments": "{}"}}]}),
+                  chunk({}, "tool_calls")])
+    assert [e["type"] for e in events] == ["message-start", "tool-plan-delta", "tool-plan-delta", "tool-call-start",
+                                           "tool-call-delta", "tool-call-end", "message-end"]
+    assert [e["delta"]["message"]["tool_plan"] for e in events if e["type"] == "tool-plan-delta"] == ["I will ",
+                                                                                                     "look."]
+
+
 def test_finish_reasons_in_stream() -> None:
     assert run([chunk({"content": "x"}), chunk({}, "length")])[-1]["delta"]["finish_reason"] == "MAX_TOKENS"
     assert run([chunk({"content": "x"}), chunk({}, "stop", stop_reason="END")],

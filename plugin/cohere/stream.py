@@ -50,6 +50,11 @@ class CohereStream:
             thinking = delta.get("reasoning_content") or delta.get("reasoning")
             if thinking:
                 events.extend(self._content("thinking", thinking, None))
+            # Cohere's own models plan their tool calls aloud; LiteLLM keeps the plan in the delta's
+            # provider fields (`host.read_cohere_sse_streams`).
+            plan = (delta.get("provider_specific_fields") or {}).get("tool_plan")
+            if isinstance(plan, str) and plan:
+                events.append({"type": "tool-plan-delta", "delta": {"message": {"tool_plan": plan}}})
             text = delta.get("content")
             if text:
                 logprobs = logprob_items(choice.get("logprobs")) if self._with_logprobs else []
