@@ -12,7 +12,6 @@ import shutil
 import subprocess
 import sys
 import textwrap
-import tomllib
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -38,12 +37,12 @@ NOT_SECRET = {"POSTGRES_USER", "POSTGRES_DB", "REDIS_HOST", "REDIS_PORT"}
 
 
 def pinned_litellm_version() -> str:
-    dependencies = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
-    for dependency in dependencies:
-        match = re.fullmatch(r"litellm(\[[^\]]*\])?==([\w.]+)", dependency.replace(" ", ""))
-        if match:
-            return match.group(2)
-    raise AssertionError(f"no exact litellm pin in pyproject.toml: {dependencies}")
+    """The default pin: requirements/litellm-default.txt names one release's requirements file."""
+    default = (REPO / "requirements" / "litellm-default.txt").read_text()
+    match = re.fullmatch(r"-r litellm-([\d.]+)\.txt\n?", default)
+    assert match, f"requirements/litellm-default.txt must be one line '-r litellm-X.txt': {default!r}"
+    assert f"litellm=={match.group(1)}" in (REPO / "requirements" / f"litellm-{match.group(1)}.txt").read_text()
+    return match.group(1)
 
 
 EXPECTED_IMAGE = f"{IMAGE_REPO}:v{pinned_litellm_version()}"
