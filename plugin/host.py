@@ -258,15 +258,12 @@ async def requested_models(request: Request) -> list[str]:
     the call may use any of them."""
     from litellm.proxy import proxy_server as proxy
     from litellm.proxy.auth.auth_utils import (
-        fallback_target_model_name,
         get_model_from_request,
         get_request_route,
         iter_request_fallback_targets,
     )
-    from litellm.proxy.common_utils.http_parsing_utils import read_request_body
-
     try:
-        body = await read_request_body(request)
+        body = await _parsed_body(request)
     except Exception:  # noqa: BLE001  # an unreadable body is LiteLLM's (or the route's) to answer
         body = {}
     body = body if isinstance(body, dict) else {}
@@ -277,12 +274,29 @@ async def requested_models(request: Request) -> list[str]:
                                    request_query_params=request.query_params, llm_router=proxy.llm_router,
                                    request=request)
     named.extend(found if isinstance(found, list) else [found])
-    named.extend(fallback_target_model_name(target) for target in iter_request_fallback_targets(body))
+    named.extend(_fallback_model(target) for target in iter_request_fallback_targets(body))
     models: list[str] = []
     for model in named:
         if isinstance(model, str) and model and model not in models:
             models.append(model)
     return models
+
+
+async def _parsed_body(request: Request) -> dict:
+    """LiteLLM's parse of a request's body (JSON, or the form fields of an upload), cached in the request.
+    Release adapter: public `read_request_body` from 1.106, `_read_request_body` before."""
+    from litellm.proxy.common_utils import http_parsing_utils as parsing
+
+    read = getattr(parsing, "read_request_body", None) or parsing._read_request_body
+    return await read(request)
+
+
+def _fallback_model(target: object) -> str | None:
+    """The model a client-side fallback names: a model name, or an object with one under `model` (as
+    LiteLLM's `fallback_target_model_name`, which 1.100-1.104 do not have)."""
+    if isinstance(target, Mapping):
+        target = target.get("model")
+    return target if isinstance(target, str) else None
 
 
 def route_of(request: Request) -> str:
@@ -295,23 +309,31 @@ def route_spends(route: str) -> bool:
     """Whether a call of `route` can reach a model, and so spend: LiteLLM's own rule for budgets
     (LLM API routes except model discovery; `/health`, which calls every model the key may use, and
     realtime websockets included)."""
-    from litellm.proxy.auth.auth_checks import route_skips_budget_checks
+    from litellm.proxy.auth import auth_checks
 
-    return not route_skips_budget_checks(route=route)
+    if hasattr(auth_checks, "route_skips_budget_checks"):
+        return not auth_checks.route_skips_budget_checks(route=route)
+    # Release adapter: 1.100-1.104 apply the same rule inline in `common_checks`, from the same constants.
+    from litellm.proxy.auth.route_checks import RouteChecks
+
+    return route in auth_checks.BUDGET_ENFORCED_SIDE_EFFECT_ROUTES or (
+        route not in auth_checks.MODEL_DISCOVERY_ROUTES and RouteChecks.is_llm_api_route(route=route))
 
 
 def share_json_body(request: Request, body: bytes) -> None:
     """Make LiteLLM read our route's body as the route does (JSON, whatever the content type claims), so
     auth checks the model the route will call: a JSON body sent as a form would read as a form without a
     `model` otherwise."""
-    from litellm.proxy.common_utils.http_parsing_utils import safe_set_request_parsed_body
+    from litellm.proxy.common_utils import http_parsing_utils as parsing
 
+    # Release adapter: public from 1.106, `_safe_set_request_parsed_body` before.
+    share = getattr(parsing, "safe_set_request_parsed_body", None) or parsing._safe_set_request_parsed_body
     try:
         parsed = json.loads(body)
     except ValueError:
         return  # the route answers 400 before any call
     if isinstance(parsed, dict):
-        safe_set_request_parsed_body(request, parsed)
+        share(request, parsed)
 
 
 async def store_key(key_id: str) -> VirtualKey | None:
@@ -442,8 +464,7 @@ async def estimate_cost_nanos(request: Request, models: list[str], default_max_t
     token counter times the input price, plus max_tokens, else `default_max_tokens` capped by the
     model's output limit, times the output price), the dearest model named. 0 when no price is known."""
     from litellm.proxy import proxy_server as proxy
-    from litellm.proxy.common_utils.http_parsing_utils import read_request_body
-    body = dict(await read_request_body(request))
+    body = dict(await _parsed_body(request))
     if not any(body.get(field) is not None for field in _OUTPUT_TOKEN_FIELDS):
         body["max_tokens"] = default_max_tokens
     route = route_of(request)
@@ -495,7 +516,9 @@ def _max_cost(body: dict, route: str, model: str, input_tokens: Mapping[str, int
         return estimate_request_max_cost(request_body=body, route=route, llm_router=proxy.llm_router,
                                          input_token_counts=input_tokens)
 
-    group = proxy.llm_router.cached_model_group_info(model) if proxy.llm_router is not None else None
+    # Release adapter: 1.100 routers keep no cached group info; their estimates are not remembered.
+    group_info = getattr(proxy.llm_router, "cached_model_group_info", None)
+    group = group_info(model) if group_info is not None else None
     if group is None or not input_tokens:
         return estimate()  # priced from LiteLLM's model map, or its input counted inside: not remembered
     key = (model, route, tuple(sorted(input_tokens.items())), repr([body.get(field) for field in _COST_FIELDS]))
