@@ -189,7 +189,9 @@ async def complete(
             route_type="acompletion",
             proxy_logging_obj=proxy.proxy_logging_obj,
             llm_router=proxy.llm_router,
-            general_settings=proxy.general_settings,
+            # A client that leaves a non-stream call cancels it upstream, as a stream's does (LiteLLM's
+            # own setting, for this route only; every supported release has it).
+            general_settings={**proxy.general_settings, "cancel_on_disconnect": True},
             proxy_config=proxy.proxy_config,
             select_data_generator=select_frames,
             user_model=proxy.user_model,

@@ -58,6 +58,7 @@ class FakeUpstream:
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
         self.requests: list[Seen] = []
         self.disconnects = 0  # streams the caller abandoned before their end
+        self.abandoned = 0  # non-stream calls the caller left while their answer was delayed
         self._script: deque[Reply] = deque()
         self._lock = threading.Lock()
         self._gate = threading.Event()
@@ -86,6 +87,7 @@ class FakeUpstream:
             self._script.clear()
             self.requests.clear()
             self.disconnects = 0
+            self.abandoned = 0
 
     @property
     def last(self) -> dict[str, Any]:
@@ -99,8 +101,8 @@ class FakeUpstream:
         body = await request.json()
         self.requests.append(Seen(body=body, headers=dict(request.headers)))
         reply = self._next()
-        if reply.delay:
-            await asyncio.sleep(reply.delay)
+        if reply.delay and not await self._wait_unless_abandoned(request, reply.delay):
+            return JSONResponse({"error": {"message": "caller went away"}}, status_code=499)
         if reply.status != 200:
             return JSONResponse(
                 {"error": {"message": reply.error_message, "type": "upstream_error", "code": str(reply.status)}},
@@ -109,6 +111,17 @@ class FakeUpstream:
         if body.get("stream"):
             return StreamingResponse(self._stream(body, reply), media_type="text/event-stream")
         return JSONResponse(_completion(body, reply))
+
+    async def _wait_unless_abandoned(self, request: Request, seconds: float) -> bool:
+        """Sleep `seconds`; False (counted in `abandoned`) as soon as the caller closes the connection."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if await request.is_disconnected():
+                with self._lock:
+                    self.abandoned += 1
+                return False
+            await asyncio.sleep(0.02)
+        return True
 
     async def _cohere_chat(self, request: Request) -> Any:
         """Cohere's own v2 chat API, as LiteLLM's Cohere provider calls it."""

@@ -56,6 +56,7 @@ LIMITS: dict[str, dict[str, Any]] = {
     "three": {"max_budget": 0.000075},  # three answers of $0.000025
     "burst": {"rpm_limit": 5},
     "dear": {"max_budget": 0.001},  # fits calls to `fake`, not one to `fake-dear`
+    "leave": {"max_budget": 0.00004},  # fits the reservation of one call at a time
 }
 SOURCES = ("cfg", "store")
 HS_SECRET = "hs256-test-secret-0123456789abcdef"
@@ -213,3 +214,14 @@ class ProxyProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def wait_for(probe: Any, timeout: float = 10) -> Any:
+    """`probe()`'s first truthy value, polled until `timeout` seconds have passed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = probe()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")

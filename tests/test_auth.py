@@ -18,7 +18,7 @@ import jwt as pyjwt
 import pytest
 
 from .fake_upstream import FakeUpstream, Reply
-from .harness import HS_SECRET, MASTER_KEY, SOURCES, ProxyProcess, virtual_key
+from .harness import HS_SECRET, MASTER_KEY, SOURCES, ProxyProcess, virtual_key, wait_for
 from .jwt_issuer import JwksServer, claims, ec_key, rsa_key
 
 PATH = "/litellm/cohere/v2/chat"
@@ -209,6 +209,22 @@ def test_spend_is_recorded_when_the_client_disconnects_mid_stream(proxy: ProxyPr
             if '"content-delta"' in line:
                 break
     assert wait_for_spend(proxy, token, 1e-9) > 0
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_a_client_that_leaves_a_non_stream_call_cancels_it_and_pays_nothing(proxy: ProxyProcess,
+                                                                            fake: FakeUpstream, source: str) -> None:
+    token = virtual_key(source, "leave")
+    fake.script(Reply(delay=3))
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{proxy.url}{PATH}", json={"model": "fake", "messages": USER},
+                   headers={"Authorization": f"Bearer {token}"}, timeout=0.5)
+    # The proxy closes the upstream call long before its answer was due, and frees the reservation: the
+    # key's budget fits one reservation at a time, so the next call is admitted only if it was released.
+    wait_for(lambda: fake.abandoned == 1, timeout=2)
+    assert info(proxy, token)["spend"] == 0
+    assert raw_chat(proxy, token).status_code == 200
+    assert wait_for_spend(proxy, token, 1e-9) == pytest.approx(0.000025)
 
 
 def test_spend_goes_to_the_keys_user_and_team(proxy: ProxyProcess, fake: FakeUpstream) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,7 +10,7 @@ import httpx
 import pytest
 
 from .fake_upstream import FakeUpstream, Reply
-from .harness import MASTER_KEY, PRICED, ProxyProcess
+from .harness import MASTER_KEY, PRICED, ProxyProcess, wait_for
 
 PATH = "/litellm/cohere/v2/chat"
 USER = [{"role": "user", "content": "hi"}]
@@ -38,16 +37,6 @@ def frames(lines: Iterator[str]) -> Iterator[tuple[str, dict[str, Any]]]:
 def stream(http: httpx.Client, body: dict[str, Any]) -> tuple[httpx.Response, list[tuple[str, dict[str, Any]]]]:
     with http.stream("POST", PATH, json={**body, "stream": True}) as response:
         return response, list(frames(response.iter_lines()))
-
-
-def wait_for(predicate: Any, timeout: float = 10) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 def test_stream_framing_and_indexes(http: httpx.Client, fake: FakeUpstream) -> None:
