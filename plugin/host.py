@@ -98,10 +98,16 @@ def _declare_chat_completion_routes(paths: list[str]) -> None:
 async def caller_or_refusal(*args: Any, **kwargs: Any) -> Caller | CohereError:
     """The proxy's own auth (custom auth hook included), its refusal returned instead of raised so
     the route can answer it in Cohere's shape. FastAPI reads the wrapped function's header params."""
+    from .auth.hook import mpilot_auth  # here: the auth hook itself imports this module
+
     request: Request = kwargs["request"]
     # Keep the raw body: LiteLLM's auth may consume the stream (a form content type) and we parse
     # the Cohere request from the bytes ourselves.
-    body = await request.body()
+    limit = mpilot_auth().limits.max_request_bytes
+    body = await _body_within(request, limit)
+    if body is None:
+        return CohereError(413, f"request body is over {limit} bytes, the most this proxy accepts",
+                           code="request_too_large")
     if body.strip() and not body.lstrip().startswith(b"{"):
         # LiteLLM's auth reads fields of the body and fails with a 500 on anything but an object.
         return CohereError(400, "request body must be a JSON object", code="invalid_json")
@@ -117,6 +123,24 @@ async def caller_or_refusal(*args: Any, **kwargs: Any) -> Caller | CohereError:
 
 
 _NO_DATABASE = "No connected db."
+
+
+async def _body_within(request: Request, limit: int) -> bytes | None:
+    """The request's body, or None when it is over `limit` bytes: refused on its Content-Length before
+    any of it is read, else as it arrives, so an oversized body is never held whole."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    request._body = body  # Starlette's own cache of the body: LiteLLM's auth and the route read these bytes
+    return body
 
 
 def error_from_exception(error: BaseException, model: str | None = None, provider_failed: bool = False) -> CohereError:

@@ -84,6 +84,9 @@ def store_keys() -> list[dict[str, Any]]:
             for name, fields in {**LIMITS, **STORE_ONLY}.items()]
 
 
+MAX_REQUEST_BYTES = 1024 * 1024  # the test proxies' body limit (default 20 MiB)
+
+
 def mpilot_section(jwks_url: str | None) -> dict[str, Any]:
     from .jwt_issuer import AUDIENCE, ISSUER
 
@@ -93,7 +96,7 @@ def mpilot_section(jwks_url: str | None) -> dict[str, Any]:
         "virtual_keys": [{"key": virtual_key("cfg", name), "key_alias": f"cfg-{name}", **fields}
                          for name, fields in LIMITS.items()],
         # The fake upstream answers 7 tokens: a request without max_tokens is reserved as if it asked for 8.
-        "limits": {"default_max_tokens": 8},
+        "limits": {"default_max_tokens": 8, "max_request_bytes": MAX_REQUEST_BYTES},
     }
 
 

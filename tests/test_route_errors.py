@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from .fake_upstream import FakeUpstream, Reply
-from .harness import ProxyProcess
+from .harness import MAX_REQUEST_BYTES, ProxyProcess
 
 PATH = "/litellm/cohere/v2/chat"
 USER = [{"role": "user", "content": "hi"}]
@@ -141,3 +141,23 @@ def test_stream_broken_half_way_ends_with_error_event(co: cohere.ClientV2, fake:
     assert end.delta.finish_reason == "ERROR"
     assert end.delta.error
     assert [e.type for e in events].count("message-end") == 1
+
+
+def padded_chat(size: int) -> bytes:
+    """A valid chat body of exactly `size` bytes (the padding is in the user's message)."""
+    empty = json.dumps({"model": "fake", "messages": [{"role": "user", "content": ""}]}).encode()
+    return json.dumps({"model": "fake", "messages": [{"role": "user", "content": "x" * (size - len(empty))}]}).encode()
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["content-length", "chunked"])
+def test_a_body_over_the_limit_is_a_413_before_it_is_read(http: httpx.Client, fake: FakeUpstream,
+                                                          declared: bool) -> None:
+    body = padded_chat(MAX_REQUEST_BYTES + 1)
+    content: Any = body if declared else iter([body[i:i + 65536] for i in range(0, len(body), 65536)])
+    response = http.post(PATH, content=content, headers={"content-type": "application/json"})
+    assert_cohere_error(response, 413, f"request body is over {MAX_REQUEST_BYTES} bytes")
+    assert response.json()["code"] == "request_too_large"
+    assert fake.requests == []
+    # The connection is still good for the next request.
+    assert http.post(PATH, content=padded_chat(MAX_REQUEST_BYTES), headers={"content-type": "application/json"}
+                     ).status_code == 200

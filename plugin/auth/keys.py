@@ -224,11 +224,13 @@ def _datetime(value: Any, where: str) -> datetime | None:
 
 @dataclass(frozen=True)
 class LimitSettings:
-    """`mpilot.limits`: where the ledger lives without Redis, and how a call's cost is reserved."""
+    """`mpilot.limits`: where the ledger lives without Redis, how a call's cost is reserved, and the
+    largest request body the plugin's routes read."""
 
     ledger_path: str = ".mpilot-ledger.sqlite3"  # relative to the config file's folder
     reservation_ttl_seconds: int = 900  # a reservation a proxy never settled (it died) frees itself
     default_max_tokens: int = 4096  # a request without max_tokens is reserved as if it asked for this many
+    max_request_bytes: int = 20 * 1024 * 1024  # larger bodies get 413 before they are read whole
 
 
 def limit_settings(section: Any) -> LimitSettings:
@@ -237,7 +239,7 @@ def limit_settings(section: Any) -> LimitSettings:
     if not isinstance(path, str) or not path.strip():
         raise KeyConfigError(f"mpilot.limits.ledger_path must be a file path, got {path!r}")
     values: dict[str, Any] = {"ledger_path": path}
-    for name in ("reservation_ttl_seconds", "default_max_tokens"):
+    for name in ("reservation_ttl_seconds", "default_max_tokens", "max_request_bytes"):
         value = section.get(name, getattr(LimitSettings, name))
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise KeyConfigError(f"mpilot.limits.{name} must be a whole number >= 1, got {value!r}")
