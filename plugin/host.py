@@ -227,7 +227,7 @@ async def complete(
         )
     except Exception as error:  # noqa: BLE001  # mapped below, after LiteLLM's own failure handling
         try:
-            await processor.handle_llm_api_exception(
+            await _llm_api_exception_handler(processor)(
                 e=error, user_api_key_dict=caller, proxy_logging_obj=proxy.proxy_logging_obj,
                 version=proxy.version,
             )
@@ -246,6 +246,12 @@ async def complete(
         return result, {}
     payload = result.model_dump() if hasattr(result, "model_dump") else dict(result)
     return payload, _safe(headers_sink.headers)
+
+
+def _llm_api_exception_handler(processor: ProxyBaseLLMRequestProcessing) -> Any:
+    """LiteLLM's handling of a failed call (failure hooks, then a ProxyException). Release adapter:
+    public `handle_llm_api_exception` from 1.106, `_handle_llm_api_exception` before."""
+    return getattr(processor, "handle_llm_api_exception", None) or processor._handle_llm_api_exception
 
 
 def _error_from_json_response(response: JSONResponse) -> CohereError:
