@@ -13,11 +13,13 @@ import inspect
 import json
 import logging
 import os
+import re
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
@@ -30,6 +32,7 @@ from litellm.proxy.auth.user_api_key_auth import user_api_key_auth
 from litellm.proxy.common_request_processing import ProxyBaseLLMRequestProcessing
 from litellm.proxy.route_llm_request import ProxyModelNotFoundError
 from litellm.types.utils import ChatCompletionUsageBlock, GenericStreamingChunk
+from starlette.datastructures import QueryParams
 
 from .auth.keys import VirtualKey
 from .auth.ledger import Ledger, RedisLedger, SqliteLedger, to_nanos
@@ -300,12 +303,16 @@ async def requested_models(request: Request) -> list[str]:
         body = {}
     body = body if isinstance(body, dict) else {}
     route = get_request_route(request=request)
-    named: list[object] = [body.get("model"), request.query_params.get("model"),
+    # Release adapter: 1.100's websocket auth hands over a request without a query string (the model of a
+    # realtime call is then in the body it makes up).
+    query = request.query_params if "query_string" in request.scope else QueryParams()
+    named: list[object] = [body.get("model"), query.get("model"),
                            request.path_params.get("model"), request.path_params.get("model_name")]
     found = get_model_from_request(body, route, request_headers=request.headers,
-                                   request_query_params=request.query_params, llm_router=proxy.llm_router,
+                                   request_query_params=query, llm_router=proxy.llm_router,
                                    request=request)
     named.extend(found if isinstance(found, list) else [found])
+    named.append(_bedrock_path_model(route))
     named.extend(_fallback_model(target) for target in iter_request_fallback_targets(body))
     models: list[str] = []
     for model in named:
@@ -321,6 +328,16 @@ async def _parsed_body(request: Request) -> dict:
 
     read = getattr(parsing, "read_request_body", None) or parsing._read_request_body
     return await read(request)
+
+
+def _bedrock_path_model(route: str) -> str | None:
+    """The model of a Bedrock pass-through path, `/bedrock/[v2/]model/{model, slashes allowed}/{action}`.
+    Release adapter: LiteLLM's own model lookup reads it from 1.106; 1.100-1.104 route by it unchecked."""
+    match = _BEDROCK_PATH.match(route)
+    return unquote(match.group(1)) if match else None
+
+
+_BEDROCK_PATH = re.compile(r"^/bedrock/(?:v2/)?model/(.+)/[^/]+$", re.IGNORECASE)
 
 
 def _fallback_model(target: object) -> str | None:

@@ -44,3 +44,13 @@ def test_other_provider_errors_keep_the_providers_words() -> None:
     text = "litellm.InternalServerError: InternalServerError: OpenAIException - upstream failure"
     assert call_failure_message(500, text, "gpt-4o") == "upstream failure"
     assert call_failure_message(500, "plain words", "gpt-4o") == "plain words"
+
+
+def test_the_routers_fallback_notes_stay_with_the_operator() -> None:
+    # LiteLLM 1.100's router appends the proxy's fallback settings and the whole message again.
+    text = ("litellm.RateLimitError: RateLimitError: OpenAIException - provider said 429No fallback model group "
+            "found for original model_group=fake. Fallbacks=[{'fake-broken': ['fake-b']}]. Received Model "
+            "Group=fake\nAvailable Model Group Fallbacks=None\nError doing the fallback: litellm.RateLimitError: "
+            "RateLimitError: OpenAIException - provider said 429")
+    assert call_failure_message(500, text, "fake") == "provider said 429"
+    assert call_failure_message(500, "provider said 500. Received Model Group=fake", "fake") == "provider said 500."

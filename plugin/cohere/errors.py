@@ -89,10 +89,16 @@ def redact(text: str) -> str:
 _LITELLM_WRAPPING = re.compile(r"^\s*(?:litellm\.[A-Za-z]+:\s*)?(?:[A-Za-z]+Error:\s*)?(?:[A-Za-z_]+Exception\s*-\s*)?")
 
 
+# What LiteLLM's router (1.100-1.104) appends to a failed call's message: the proxy's fallback settings,
+# which are the operator's business, and the whole message again. The provider's words end before it.
+_ROUTER_FALLBACK_NOTE = re.compile(r"No fallback model group found for original model_group=|Received Model Group=")
+
+
 def call_failure_message(status: int, text: str, model: str | None) -> str:
     """What a client is told when the call to `model` failed: the provider's own words without LiteLLM's
-    exception class names, and, for a 429, which limit was hit."""
-    said = _LITELLM_WRAPPING.sub("", text, count=1).strip() or text
+    exception class names or its router's notes, and, for a 429, which limit was hit."""
+    said = _LITELLM_WRAPPING.sub("", text, count=1)
+    said = _ROUTER_FALLBACK_NOTE.split(said, maxsplit=1)[0].strip() or text
     if status == 429:
         return f"the provider of model {model!r} is rate limiting requests; retry later (it said: {said})"
     return said
