@@ -52,7 +52,8 @@ def test_model_max_budget(proxy: ProxyProcess, fake: FakeUpstream) -> None:
     for route in ("cohere", "openai", "cohere", "openai"):
         statuses.append(call(proxy, route, token).status_code)
         time.sleep(0.5)  # LiteLLM counts a model's spend from its success callback
-    assert statuses == [200, 200, 422, 422], statuses  # LiteLLM answers a model budget with 422
+    # The plugin's route answers as LiteLLM's own: a model budget spent is 422 (429 on 1.100).
+    assert statuses[:2] == [200, 200] and statuses[2] == statuses[3] in (422, 429), statuses
     for route in ROUTES:
         assert "exceeded budget for model=fake" in call(proxy, route, token).text
     assert len(fake.requests) == 2
