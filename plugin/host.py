@@ -37,6 +37,7 @@ from starlette.datastructures import QueryParams
 from .auth.keys import VirtualKey
 from .auth.ledger import Ledger, RedisLedger, SqliteLedger, to_nanos
 from .cohere.errors import CohereError, call_failure_message, cohere_status, redact
+from .cohere.schema import decode_json_body
 
 log = logging.getLogger("mpilot")
 Caller = UserAPIKeyAuth
@@ -111,10 +112,16 @@ async def caller_or_refusal(*args: Any, **kwargs: Any) -> Caller | CohereError:
     if body is None:
         return CohereError(413, f"request body is over {limit} bytes, the most this proxy accepts",
                            code="request_too_large")
-    if body.strip() and not body.lstrip().startswith(b"{"):
+    try:
+        parsed = decode_json_body(body)
+    except CohereError as refusal:
+        # Before any auth, whoever calls: LiteLLM's auth would read a body nested too deeply for Python's
+        # json (a RecursionError: a 500, the connection dropped) or take a deep list for the model (401).
+        return refusal
+    if not isinstance(parsed, dict):
         # LiteLLM's auth reads fields of the body and fails with a 500 on anything but an object.
         return CohereError(400, "request body must be a JSON object", code="invalid_json")
-    share_json_body(request, body)
+    share_json_body(request, parsed)
     try:
         return await user_api_key_auth(*args, **kwargs)
     except Exception as error:  # noqa: BLE001  # every refusal becomes a Cohere error
@@ -369,7 +376,7 @@ def route_spends(route: str) -> bool:
         route not in auth_checks.MODEL_DISCOVERY_ROUTES and RouteChecks.is_llm_api_route(route=route))
 
 
-def share_json_body(request: Request, body: bytes) -> None:
+def share_json_body(request: Request, parsed: dict[str, Any]) -> None:
     """Make LiteLLM read our route's body as the route does (JSON, whatever the content type claims), so
     auth checks the model the route will call: a JSON body sent as a form would read as a form without a
     `model` otherwise."""
@@ -377,12 +384,7 @@ def share_json_body(request: Request, body: bytes) -> None:
 
     # Release adapter: public from 1.106, `_safe_set_request_parsed_body` before.
     share = getattr(parsing, "safe_set_request_parsed_body", None) or parsing._safe_set_request_parsed_body
-    try:
-        parsed = json.loads(body)
-    except ValueError:
-        return  # the route answers 400 before any call
-    if isinstance(parsed, dict):
-        share(request, parsed)
+    share(request, parsed)
 
 
 async def store_key(key_id: str) -> VirtualKey | None:

@@ -7,9 +7,9 @@ ignored so newer clients keep working; unknown roles and content types are refus
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any, Literal
 
+import pydantic_core
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import CohereError, from_validation_error
@@ -180,14 +180,28 @@ def parse_chat_request(body: bytes) -> ChatRequest:
     try:
         return ChatRequest.model_validate_json(body)
     except ValidationError as error:
-        raise from_validation_error(error, _decoded(body)) from None
+        problems = error.errors(include_url=False)
+        # Only a field's problem needs the body decoded, to name the field as the client spelled it.
+        decoded = None if any(problem["type"] == "json_invalid" for problem in problems) else _decoded(body)
+        raise from_validation_error(error, decoded) from None
+
+
+def decode_json_body(body: bytes) -> Any:
+    """`body` decoded by the parser `parse_chat_request` reads it with (pydantic's), within that parser's
+    nesting limit (about 200 levels); `CohereError` (400 `invalid_json`) when it is not JSON. The standard
+    library's `json` fails on bodies nested some 950 levels deep with a RecursionError instead, which
+    escapes most handlers and makes the server drop the connection."""
+    try:
+        return pydantic_core.from_json(body)
+    except ValueError as error:
+        raise CohereError(400, f"request body is not valid JSON: {error}", code="invalid_json") from None
 
 
 def _decoded(body: bytes) -> Any:
     try:
-        return json.loads(body)
-    except ValueError:
+        return decode_json_body(body)
+    except CohereError:
         return None
 
 
-__all__ = ["ChatRequest", "CohereError", "parse_chat_request"]
+__all__ = ["ChatRequest", "CohereError", "decode_json_body", "parse_chat_request"]
