@@ -80,3 +80,44 @@ def test_deep_nesting_is_a_400_and_the_connection_stays(client: httpx.Client, fa
     error = assert_cohere_error(post_then_good(client, body), 400, "request body is not valid JSON")
     assert error["code"] == "invalid_json"
     assert len(fake.requests) == 1  # only the good request after it
+
+
+# Where a request carries JSON of the caller's own, which the schema does not type.
+FREE_FORM = [
+    pytest.param({"tools": [{"type": "function", "function": {
+        "name": "f", "parameters": {"type": "object", "properties": {"x": {"type": "number", "maximum": "@"}}}}}]},
+        "tools[0].function.parameters.properties.x.maximum", id="tool-parameters"),
+    pytest.param({"response_format": {"type": "json_object", "json_schema": {"type": "object", "enum": [1, "@"]}}},
+                 "response_format.json_schema.enum[1]", id="response-format-schema"),
+    pytest.param({"documents": ["plain", {"id": "d1", "data": {"text": "x", "score": "@"}}]}, "documents[1].data.score",
+                 id="document-data"),
+    pytest.param({"messages": [*USER, {"role": "assistant", "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": "f", "arguments": {"n": ["@"]}}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "42"}]},
+        "messages[1].tool_calls[0].function.arguments.n[0]", id="tool-call-arguments"),
+    pytest.param({"messages": [*USER, {"role": "assistant", "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": [{"type": "document", "document": {"data": {"v": "@"}}}]}]},
+        "messages[2].content[0].document.data.v", id="tool-result-document"),
+]
+
+
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e309"])
+@pytest.mark.parametrize(("fields", "path"), FREE_FORM)
+def test_numbers_json_does_not_have_are_a_400_naming_the_field(http: httpx.Client, fake: FakeUpstream,
+                                                               fields: dict[str, Any], path: str,
+                                                               number: str) -> None:
+    body = json.dumps({"model": "fake", "messages": USER, **fields}).replace('"@"', number)
+    error = assert_cohere_error(post_then_good(http, body), 400, f"{path}: ")
+    assert error["code"] == "invalid_field"
+    assert "not a JSON number" in error["message"]
+    assert len(fake.requests) == 1  # only the good request after it: the bad one never reached the provider
+
+
+def test_a_number_json_does_not_have_in_a_stream_request_is_a_400_too(http: httpx.Client, fake: FakeUpstream) -> None:
+    body = json.dumps({"model": "fake", "messages": USER, "stream": True,
+                       "response_format": {"type": "json_object", "json_schema": {"minimum": "@"}}})
+    error = assert_cohere_error(http.post(PATH, content=body.replace('"@"', "NaN")), 400,
+                                "response_format.json_schema.minimum: ")
+    assert error["code"] == "invalid_field"
+    assert fake.requests == []
