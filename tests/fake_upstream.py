@@ -57,7 +57,8 @@ class Reply:
 #   reset               half the answer, then the connection drops (stream: content, no finish reason)
 #   reset-after-finish  stream: the whole answer with its finish reason, then the connection drops before [DONE]
 #   stall               half the answer, then nothing for `stall_seconds`
-#   no-finish           stream: content, no finish reason, no [DONE], a clean end; non-stream: finish_reason null
+#   no-finish           stream: content, no finish reason, no [DONE], a clean end (Cohere: no message-end);
+#                       non-stream: finish_reason null
 #   drip                the normal answer one byte at a time, `chunk_delay` apart (for slow-client/timeout tests)
 FAULTS = ("garbage", "wrong-shape", "invalid-sse", "html", "empty", "reset", "reset-after-finish", "stall",
           "no-finish", "drip")
@@ -228,6 +229,8 @@ class FakeUpstream:
             yield event({"type": "content-delta", "index": 0,
                          "delta": {"message": {"content": {"text": reply.text[i:i + reply.chunk_size]}}}})
         yield event({"type": "content-end", "index": 0})
+        if reply.fault == "no-finish":
+            return  # Cohere's stream cut off before its message-end
         tokens = {"input_tokens": reply.prompt_tokens, "output_tokens": reply.completion_tokens}
         yield event({"type": "message-end", "delta": {"finish_reason": "COMPLETE",
                                                       "usage": {"billed_units": tokens, "tokens": tokens}}})
