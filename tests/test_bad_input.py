@@ -61,9 +61,9 @@ def nested(depth: int, leaf: str = "1", kind: str = "list") -> str:
     return '{"a":' * depth + leaf + "}" * depth
 
 
-def with_field(name: str, raw_json: str, **fields: Any) -> str:
+def with_field(name: str, raw_json: str) -> str:
     """A valid request with one more field whose value is the JSON text `raw_json`."""
-    return json.dumps({"model": "fake", "messages": USER, **fields})[:-1] + f', "{name}": {raw_json}}}'
+    return GOOD[:-1] + f', "{name}": {raw_json}}}'
 
 
 DEEP = [
@@ -71,10 +71,10 @@ DEEP = [
     pytest.param(with_field("x", nested(950)), id="field-950-deep"),
     pytest.param(with_field("x", nested(1000, kind="object")), id="field-object-1000-deep"),
     pytest.param(with_field("x", nested(5000)), id="field-5000-deep"),
-    pytest.param(json.dumps({"messages": USER})[:-1] + f', "model": {nested(1000, leaf=chr(34) + "fake" + chr(34))}}}',
+    pytest.param(json.dumps({"messages": USER, "model": "@"}).replace('"@"', nested(1000, leaf='"fake"')),
                  id="model-1000-deep"),
-    pytest.param(json.dumps({"model": "fake", "messages": [{"role": "user", "content": "hi"}]})[:-3]
-                 + f', "extra": {nested(2000)}}}]}}', id="inside-a-message-2000-deep"),
+    pytest.param(json.dumps({"model": "fake", "messages": [{**USER[0], "extra": "@"}]}).replace('"@"', nested(2000)),
+                 id="inside-a-message-2000-deep"),
 ]
 
 

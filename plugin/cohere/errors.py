@@ -165,7 +165,7 @@ def from_validation_error(error: ValidationError, body: Any = None) -> CohereErr
         number = first["ctx"]["number"]
         # The parser reads 1e309 as infinity: the client may have written either.
         given = "NaN" if math.isnan(number) else f"{'-' if number < 0 else ''}Infinity (or a number beyond ±1.8e308)"
-        return CohereError(400, f"{field}: {given} is not a JSON number; JSON numbers are finite and within ±1.8e308",
+        return CohereError(400, f"{field}: {given} is not a JSON number; numbers must be finite, within ±1.8e308",
                            code="invalid_field")
     if kind == "missing":
         return CohereError(400, f"{field} is required", code="missing_field")
