@@ -26,8 +26,9 @@ def refuse_to_start(reason: str) -> NoReturn:
 class CohereV2Chat(CustomLogger):
     """Loaded from `litellm_settings.callbacks`: checks the `mpilot:` section (a proxy whose limits
     could not hold does not start), mounts the plugin's routes and its spend callback, loads ahead
-    what LiteLLM would load on the first request, and makes LiteLLM's Cohere provider read Cohere's
-    streams (every route's: a release adapter, see `host.read_cohere_sse_streams`)."""
+    what LiteLLM would load on the first request, makes LiteLLM's Cohere provider read Cohere's
+    streams (every route's: a release adapter, see `host.read_cohere_sse_streams`), and lets the route tell
+    a stream its provider cut off (`host.notice_cut_off_streams`)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -47,6 +48,7 @@ class CohereV2Chat(CustomLogger):
         host.register_callback(key_spend)
         host.warm_up()
         host.read_cohere_sse_streams()
+        host.notice_cut_off_streams()
 
 
 cohere_v2_chat = CohereV2Chat()

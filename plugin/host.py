@@ -16,6 +16,7 @@ import os
 import re
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from starlette.datastructures import QueryParams
 from .auth.keys import VirtualKey
 from .auth.ledger import Ledger, RedisLedger, SqliteLedger, to_nanos
 from .cohere.errors import CohereError, call_failure_message, cohere_status, redact
+from .cohere.schema import decode_json_body
 
 log = logging.getLogger("mpilot")
 Caller = UserAPIKeyAuth
@@ -111,10 +113,16 @@ async def caller_or_refusal(*args: Any, **kwargs: Any) -> Caller | CohereError:
     if body is None:
         return CohereError(413, f"request body is over {limit} bytes, the most this proxy accepts",
                            code="request_too_large")
-    if body.strip() and not body.lstrip().startswith(b"{"):
+    try:
+        parsed = decode_json_body(body)
+    except CohereError as refusal:
+        # Before any auth, whoever calls: LiteLLM's auth would read a body nested too deeply for Python's
+        # json (a RecursionError: a 500, the connection dropped) or take a deep list for the model (401).
+        return refusal
+    if not isinstance(parsed, dict):
         # LiteLLM's auth reads fields of the body and fails with a 500 on anything but an object.
         return CohereError(400, "request body must be a JSON object", code="invalid_json")
-    share_json_body(request, body)
+    share_json_body(request, parsed)
     try:
         return await user_api_key_auth(*args, **kwargs)
     except Exception as error:  # noqa: BLE001  # every refusal becomes a Cohere error
@@ -201,12 +209,15 @@ async def complete(
 
     headers_sink = Response()
     processor = ProxyBaseLLMRequestProcessing(data=openai_body)
+    stream_end = _StreamEnd()
+    # Seen by LiteLLM's stream wrapper wherever this request's stream runs: tasks copy the context.
+    _stream_end.set(stream_end)
 
     def select_frames(response: Any, user_api_key_dict: Caller, request_data: dict, request: Any = None,
                       **_: Any) -> AsyncIterator[str | bytes]:
-        return frames(proxy.async_data_generator(
+        return frames(_cut_off_streams_fail(stream_end, proxy.async_data_generator(
             response=response, user_api_key_dict=user_api_key_dict, request_data=request_data, request=request,
-        ))
+        )))
 
     try:
         result = await processor.base_process_llm_request(
@@ -255,6 +266,33 @@ def _llm_api_exception_handler(processor: ProxyBaseLLMRequestProcessing) -> Any:
     """LiteLLM's handling of a failed call (failure hooks, then a ProxyException). Release adapter:
     public `handle_llm_api_exception` from 1.106, `_handle_llm_api_exception` before."""
     return getattr(processor, "handle_llm_api_exception", None) or processor._handle_llm_api_exception
+
+
+class _StreamEnd:
+    """How one request's stream ended: whether LiteLLM filled in its finish reason (see
+    `notice_cut_off_streams`)."""
+
+    filled_in = False
+
+
+_stream_end: ContextVar[_StreamEnd | None] = ContextVar("mpilot_stream_end", default=None)
+STREAM_ENDED_EARLY = "the provider's stream ended early, without a finish reason: the answer may be incomplete"
+_ENDED_EARLY_FRAME = b"data: " + json.dumps({"error": {"message": STREAM_ENDED_EARLY, "code": "502"}}).encode() \
+    + b"\n\n"
+
+
+async def _cut_off_streams_fail(stream_end: _StreamEnd, openai_frames: AsyncIterator[str | bytes],
+                                ) -> AsyncIterator[str | bytes]:
+    """LiteLLM's frames of one stream; its closing [DONE] becomes an error frame when the provider's stream
+    ended without a finish reason, so the answer does not look complete."""
+    try:
+        async for frame in openai_frames:
+            if stream_end.filled_in and frame.startswith(b"data: [DONE]" if isinstance(frame, bytes)
+                                                         else "data: [DONE]"):
+                frame = _ENDED_EARLY_FRAME
+            yield frame
+    finally:
+        await openai_frames.aclose()  # type: ignore[attr-defined]  # LiteLLM's generator
 
 
 def _error_from_json_response(response: JSONResponse) -> CohereError:
@@ -369,7 +407,7 @@ def route_spends(route: str) -> bool:
         route not in auth_checks.MODEL_DISCOVERY_ROUTES and RouteChecks.is_llm_api_route(route=route))
 
 
-def share_json_body(request: Request, body: bytes) -> None:
+def share_json_body(request: Request, parsed: dict[str, Any]) -> None:
     """Make LiteLLM read our route's body as the route does (JSON, whatever the content type claims), so
     auth checks the model the route will call: a JSON body sent as a form would read as a form without a
     `model` otherwise."""
@@ -377,12 +415,7 @@ def share_json_body(request: Request, body: bytes) -> None:
 
     # Release adapter: public from 1.106, `_safe_set_request_parsed_body` before.
     share = getattr(parsing, "safe_set_request_parsed_body", None) or parsing._safe_set_request_parsed_body
-    try:
-        parsed = json.loads(body)
-    except ValueError:
-        return  # the route answers 400 before any call
-    if isinstance(parsed, dict):
-        share(request, parsed)
+    share(request, parsed)
 
 
 async def store_key(key_id: str) -> VirtualKey | None:
@@ -698,6 +731,46 @@ def read_cohere_sse_streams() -> bool:
         return False
     CohereV2ChatConfig.get_model_response_iterator = _cohere_sse_reader  # type: ignore[method-assign]
     return True
+
+
+def notice_cut_off_streams() -> None:
+    """Let `complete` tell a stream its provider cut off from one it finished.
+
+    LiteLLM ends every stream it relays with a finish reason: when the provider sent none (an empty or an
+    HTML 200, an SSE body without `data:` lines, a Cohere stream without its message-end),
+    `CustomStreamWrapper.finish_reason_handler` fills in "stop" (1.100 to 1.110.2; since 1.109 LiteLLM raises
+    instead, but only for OpenAI-format streams that sent a chunk), and the cut-off answer looks complete. The
+    stream our route is handed cannot tell: the router wraps the provider's wrapper in one of its own
+    (1.110: `_AsyncChatStream`), whose finish reasons stay empty. So the handler is wrapped to note, for our
+    route's requests only (`_stream_end` is set), that it filled one in; it still fills it in, so every other
+    route is unchanged. Idempotent: LiteLLM runs a config-referenced module once per reference.
+    """
+    from litellm.litellm_core_utils.streaming_handler import CustomStreamWrapper
+
+    fill_in = CustomStreamWrapper.finish_reason_handler
+    if getattr(fill_in, "_mpilot_notices", False):
+        return
+
+    @functools.wraps(fill_in)
+    def finish_reason_handler(self: Any, *args: Any, **kwargs: Any) -> Any:
+        stream_end = _stream_end.get()
+        if stream_end is not None and self.received_finish_reason is None \
+                and self.intermittent_finish_reason is None and not _is_mock(self):  # LiteLLM's own test
+            stream_end.filled_in = True
+        return fill_in(self, *args, **kwargs)
+
+    finish_reason_handler._mpilot_notices = True  # type: ignore[attr-defined]
+    CustomStreamWrapper.finish_reason_handler = finish_reason_handler  # type: ignore[method-assign]
+
+
+def _is_mock(stream: Any) -> bool:
+    """A stream of LiteLLM's `mock_response` (no provider; it never carries a finish reason): flagged by
+    LiteLLM since 1.109 (`is_mock`), known by its generator before."""
+    if getattr(stream, "is_mock", False):
+        return True
+    generator = getattr(stream, "completion_stream", None)
+    code = getattr(generator, "ag_code", None) or getattr(generator, "gi_code", None)
+    return getattr(code, "co_name", "").endswith("mock_completion_streaming_obj")
 
 
 def _cohere_sse_reader(self: Any, streaming_response: Any, sync_stream: bool, json_mode: bool | None = False) -> Any:

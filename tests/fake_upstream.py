@@ -11,12 +11,13 @@ import json
 import threading
 import time
 from collections import deque
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, StreamingResponse
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from .loopback import LoopbackServer, free_port
@@ -40,9 +41,28 @@ class Reply:
     chunk_size: int = 4  # characters of text per stream chunk
     hold_after: int | None = None  # stream: after this many chunks, wait for `FakeUpstream.release()`
     citations: list[dict[str, Any]] = field(default_factory=list)  # Cohere v2 answers: native citations
+    fault: str | None = None  # a broken answer with status 200, one of FAULTS
+    stall_seconds: float = 5.0  # `stall`: how long the answer stops half way (or until `FakeUpstream.release()`)
 
     def finish(self) -> str:
         return self.finish_reason or ("tool_calls" if self.tool_calls else "stop")
+
+
+# Broken answers a provider (or what stands in front of it) gives with status 200, in both modes:
+#   garbage             a body that is not JSON (stream: a `data:` line that is not JSON)
+#   wrong-shape         JSON, but not a chat completion (stream: chunks of the wrong shape, then [DONE])
+#   invalid-sse         stream: the chunks as bare JSON lines, no SSE framing; non-stream: an SSE body
+#   html                an HTML error page
+#   empty               no body at all
+#   reset               half the answer, then the connection drops (stream: content, no finish reason)
+#   reset-after-finish  stream: the whole answer with its finish reason, then the connection drops before [DONE]
+#   stall               half the answer, then nothing for `stall_seconds`
+#   no-finish           stream: content, no finish reason, no [DONE], a clean end (Cohere: no message-end);
+#                       non-stream: finish_reason null
+#   drip                the normal answer one byte at a time, `chunk_delay` apart (for slow-client/timeout tests)
+FAULTS = ("garbage", "wrong-shape", "invalid-sse", "html", "empty", "reset", "reset-after-finish", "stall",
+          "no-finish", "drip")
+HTML_PAGE = b"<!DOCTYPE html><html><head><title>502 Bad Gateway</title></head><body><h1>Bad Gateway</h1></body></html>"
 
 
 @dataclass
@@ -108,6 +128,8 @@ class FakeUpstream:
                 {"error": {"message": reply.error_message, "type": "upstream_error", "code": str(reply.status)}},
                 status_code=reply.status,
             )
+        if reply.fault is not None:
+            return self._faulty(body, reply)
         if body.get("stream"):
             return StreamingResponse(self._stream(body, reply), media_type="text/event-stream")
         return JSONResponse(_completion(body, reply))
@@ -122,6 +144,59 @@ class FakeUpstream:
                 return False
             await asyncio.sleep(0.02)
         return True
+
+    def _faulty(self, body: dict[str, Any], reply: Reply) -> Response:
+        """`reply.fault` (see FAULTS), with status 200, as a stream or not as the request asked."""
+        stream = bool(body.get("stream"))
+        frames = [f"data: {json.dumps(chunk)}\n\n".encode() for chunk in _chunks(body, reply)]
+        whole = json.dumps(_completion(body, reply)).encode()
+        fault = reply.fault
+        if fault == "garbage":
+            parts = [b'data: {"id": "chatcmpl-garbage", "choices": [}{\n\n'] if stream else [b"}{ not JSON ]["]
+        elif fault == "wrong-shape":
+            parts = [b'data: {"unexpected": true}\n\n', b'data: {"choices": "none"}\n\n', b"data: [DONE]\n\n"] \
+                if stream else [b'{"object": "list", "data": [{"unexpected": true}]}']
+        elif fault == "invalid-sse":
+            parts = [frame[6:].strip() + b"\n" for frame in frames] if stream else [*frames, b"data: [DONE]\n\n"]
+        elif fault == "html":
+            return Response(HTML_PAGE, media_type="text/html")
+        elif fault == "empty":
+            parts = []
+        elif fault == "reset":
+            parts = [*_without_finish(frames)[:3], _RESET] if stream else [whole[:len(whole) // 2], _RESET]
+        elif fault == "reset-after-finish":
+            parts = [*frames, _RESET] if stream else [whole, _RESET]
+        elif fault == "stall":
+            parts = [*frames[:2], _STALL] if stream else [whole[:len(whole) // 2], _STALL, whole[len(whole) // 2:]]
+        elif fault == "no-finish":
+            parts = _without_finish(frames) if stream else \
+                [json.dumps(_completion(body, reply, with_finish=False)).encode()]
+        elif fault == "drip":
+            source = [*frames, b"data: [DONE]\n\n"] if stream else [whole]
+            parts = [bytes([byte]) for part in source for byte in part]
+        else:
+            raise ValueError(f"unknown fault {fault!r}: one of {FAULTS}")
+        # invalid-sse answers a stream with the framing of the other mode, and the other way round
+        media_type = "text/event-stream" if stream != (fault == "invalid-sse") else "application/json"
+        return StreamingResponse(self._send(parts, reply), media_type=media_type)
+
+    async def _send(self, parts: list[bytes | object], reply: Reply) -> AsyncIterator[bytes]:
+        try:
+            for part in parts:
+                if part is _RESET:
+                    raise ConnectionResetError("fake upstream reset the connection")
+                if part is _STALL:
+                    for _ in range(int(reply.stall_seconds * 100)):
+                        if self._gate.is_set():
+                            break
+                        await asyncio.sleep(0.01)
+                    continue
+                yield part
+                if reply.chunk_delay:
+                    await asyncio.sleep(reply.chunk_delay)
+        except (asyncio.CancelledError, GeneratorExit):
+            self.disconnects += 1
+            raise
 
     async def _cohere_chat(self, request: Request) -> Any:
         """Cohere's own v2 chat API, as LiteLLM's Cohere provider calls it."""
@@ -154,6 +229,8 @@ class FakeUpstream:
             yield event({"type": "content-delta", "index": 0,
                          "delta": {"message": {"content": {"text": reply.text[i:i + reply.chunk_size]}}}})
         yield event({"type": "content-end", "index": 0})
+        if reply.fault == "no-finish":
+            return  # Cohere's stream cut off before its message-end
         tokens = {"input_tokens": reply.prompt_tokens, "output_tokens": reply.completion_tokens}
         yield event({"type": "message-end", "delta": {"finish_reason": "COMPLETE",
                                                       "usage": {"billed_units": tokens, "tokens": tokens}}})
@@ -180,6 +257,15 @@ class FakeUpstream:
             raise
 
 
+_RESET = object()  # in a faulty answer's parts: drop the connection here
+_STALL = object()  # in a faulty answer's parts: send nothing for `Reply.stall_seconds`
+
+
+def _without_finish(frames: list[bytes]) -> list[bytes]:
+    """Stream frames up to (not including) the one that carries the finish reason."""
+    return [frame for frame in frames if b'"finish_reason": null' in frame]
+
+
 def _usage(reply: Reply) -> dict[str, Any]:
     return {
         "prompt_tokens": reply.prompt_tokens,
@@ -198,7 +284,7 @@ def _token_logprobs(text: str) -> dict[str, Any]:
     ]}
 
 
-def _completion(body: dict[str, Any], reply: Reply) -> dict[str, Any]:
+def _completion(body: dict[str, Any], reply: Reply, with_finish: bool = True) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": reply.text or None}
     if reply.reasoning:
         message["reasoning_content"] = reply.reasoning
@@ -207,7 +293,8 @@ def _completion(body: dict[str, Any], reply: Reply) -> dict[str, Any]:
             {"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}
             for c in reply.tool_calls
         ]
-    choice: dict[str, Any] = {"index": 0, "message": message, "finish_reason": reply.finish()}
+    choice: dict[str, Any] = {"index": 0, "message": message,
+                              "finish_reason": reply.finish() if with_finish else None}
     if reply.stop_reason is not None:
         choice["stop_reason"] = reply.stop_reason
     if body.get("logprobs") and reply.text:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import pytest
@@ -211,6 +212,14 @@ INVALID = [
     pytest.param({"messages": [{"role": "tool", "tool_call_id": "c", "content": [{"type": "image_url"}]}]},
                  "messages[0].content[0].type", "image_url", id="image-in-tool-result"),
     pytest.param({"documents": [3]}, "documents[0]", "3", id="document-not-str-or-object"),
+    # Numbers JSON does not have, in free-form values: named where they are inside the value.
+    pytest.param({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"a": [{"b": math.nan}]}}}]},
+                 "tools[0].function.parameters.a[0].b: NaN is not a JSON number", "finite",
+                 id="nan-in-tool-parameters"),
+    pytest.param({"response_format": {"type": "json_object", "json_schema": {"maximum": -math.inf}}},
+                 "response_format.json_schema.maximum: -Infinity", "not a JSON number", id="minus-infinity-in-schema"),
+    pytest.param({"messages": [USER, {"role": "assistant", "content": "x", "citations": [{"start": math.inf}]}]},
+                 "messages[1].citations[0].start: Infinity", "not a JSON number", id="infinity-in-citations"),
 ]
 
 

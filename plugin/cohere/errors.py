@@ -6,6 +6,7 @@ We send the union so both kinds of client read it.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -135,20 +136,37 @@ def field_path(loc: tuple[int | str, ...], body: Any) -> str:
     return out or "body"
 
 
+# The error type of a number JSON does not have (NaN, Infinity), inside a free-form value of the schema;
+# its context says where inside the value (`at`).
+NON_FINITE_NUMBER = "non_finite_number"
+
+
+def _where(problem: Any) -> tuple[int | str, ...]:
+    """A problem's full location: a free-form value's problem also says where inside the value."""
+    inside = (problem.get("ctx") or {}).get("at", ()) if problem["type"] == NON_FINITE_NUMBER else ()
+    return (*problem["loc"], *inside)
+
+
 def from_validation_error(error: ValidationError, body: Any = None) -> CohereError:
     """The problem of a request that failed validation, naming the field as the client spelled it."""
     problems = error.errors(include_url=False)
     # A value that fits no branch of a union is reported once per branch; the deepest report is the
     # one about what the client meant (`content[0].type`, not "content is not a string").
-    first = max(problems, key=lambda problem: len(problem["loc"]))
+    first = max(problems, key=lambda problem: len(_where(problem)))
     kind = first["type"]
     if kind == "json_invalid":
         return CohereError(400, f"request body is not valid JSON: {first['ctx'].get('error', 'parse error')}",
                            code="invalid_json")
     if kind == "model_type" and not first["loc"]:
         return CohereError(400, "request body must be a JSON object", code="invalid_json")
-    field = field_path(tuple(first["loc"]), body)
+    field = field_path(_where(first), body)
     message = first["msg"]
+    if kind == NON_FINITE_NUMBER:
+        number = first["ctx"]["number"]
+        # The parser reads 1e309 as infinity: the client may have written either.
+        given = "NaN" if math.isnan(number) else f"{'-' if number < 0 else ''}Infinity (or a number beyond ±1.8e308)"
+        return CohereError(400, f"{field}: {given} is not a JSON number; numbers must be finite, within ±1.8e308",
+                           code="invalid_field")
     if kind == "missing":
         return CohereError(400, f"{field} is required", code="missing_field")
     if kind == "union_tag_invalid":

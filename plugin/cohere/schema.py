@@ -7,16 +7,38 @@ ignored so newer clients keep working; unknown roles and content types are refus
 
 from __future__ import annotations
 
-import json
+import math
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
+import pydantic_core
+from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .errors import CohereError, from_validation_error
+from .errors import NON_FINITE_NUMBER, CohereError, from_validation_error
 
 
 class _Schema(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True)
+
+
+def _finite_numbers(value: dict[str, Any] | list[Any]) -> dict[str, Any] | list[Any]:
+    """Refuse NaN, Infinity and numbers too large for a double (1e309 parses as infinity) anywhere in a
+    free-form value. The parser takes them, but they are not JSON: the provider call could not be sent,
+    and would fail only after LiteLLM's retries. The error says where, inside the value."""
+    stack: list[tuple[dict[str, Any] | list[Any], tuple[int | str, ...]]] = [(value, ())]
+    while stack:  # no recursion: values come nested as deep as the parser allows
+        node, at = stack.pop()
+        for key, item in node.items() if isinstance(node, dict) else enumerate(node):
+            if isinstance(item, float) and not math.isfinite(item):
+                raise pydantic_core.PydanticCustomError(
+                    NON_FINITE_NUMBER, "{number} is not a JSON number", {"number": item, "at": (*at, key)})
+            if isinstance(item, (dict, list)):
+                stack.append((item, (*at, key)))
+    return value
+
+
+# JSON of the caller's own that the schema does not type (tool parameters, schemas, documents, arguments).
+JsonObject = Annotated[dict[str, Any], AfterValidator(_finite_numbers)]
+JsonArray = Annotated[list[Any], AfterValidator(_finite_numbers)]
 
 
 class TextContent(_Schema):
@@ -47,7 +69,7 @@ class ThinkingContent(_Schema):
 
 
 class Document(_Schema):
-    data: dict[str, Any]
+    data: JsonObject
     id: str | None = None
 
 
@@ -64,7 +86,7 @@ ToolContent = Annotated[TextContent | DocumentContent, Field(discriminator="type
 class ToolCallFunction(_Schema):
     name: str
     # A JSON string as Cohere sends it; an object is accepted and re-serialised.
-    arguments: str | dict[str, Any] = ""
+    arguments: str | JsonObject = ""
 
 
 class ToolCall(_Schema):
@@ -88,7 +110,7 @@ class AssistantMessage(_Schema):
     content: str | list[AssistantContent] | None = None
     tool_calls: list[ToolCall] | None = None
     tool_plan: str | None = None
-    citations: list[Any] | None = None
+    citations: JsonArray | None = None
 
 
 class ToolMessage(_Schema):
@@ -105,7 +127,7 @@ Message = Annotated[
 class FunctionDefinition(_Schema):
     name: str = Field(min_length=1)
     description: str | None = None
-    parameters: dict[str, Any] = Field(default_factory=dict)
+    parameters: JsonObject = Field(default_factory=dict)
 
 
 class Tool(_Schema):
@@ -124,7 +146,7 @@ class TextFormat(_Schema):
 
 class JsonObjectFormat(_Schema):
     type: Literal["json_object"]
-    json_schema: dict[str, Any] | None = None
+    json_schema: JsonObject | None = None
 
 
 ResponseFormat = Annotated[TextFormat | JsonObjectFormat, Field(discriminator="type")]
@@ -180,14 +202,28 @@ def parse_chat_request(body: bytes) -> ChatRequest:
     try:
         return ChatRequest.model_validate_json(body)
     except ValidationError as error:
-        raise from_validation_error(error, _decoded(body)) from None
+        problems = error.errors(include_url=False)
+        # Only a field's problem needs the body decoded, to name the field as the client spelled it.
+        decoded = None if any(problem["type"] == "json_invalid" for problem in problems) else _decoded(body)
+        raise from_validation_error(error, decoded) from None
+
+
+def decode_json_body(body: bytes) -> Any:
+    """`body` decoded by the parser `parse_chat_request` reads it with (pydantic's), within that parser's
+    nesting limit (about 200 levels); `CohereError` (400 `invalid_json`) when it is not JSON. The standard
+    library's `json` fails on bodies nested some 950 levels deep with a RecursionError instead, which
+    escapes most handlers and makes the server drop the connection."""
+    try:
+        return pydantic_core.from_json(body)
+    except ValueError as error:
+        raise CohereError(400, f"request body is not valid JSON: {error}", code="invalid_json") from None
 
 
 def _decoded(body: bytes) -> Any:
     try:
-        return json.loads(body)
-    except ValueError:
+        return decode_json_body(body)
+    except CohereError:
         return None
 
 
-__all__ = ["ChatRequest", "CohereError", "parse_chat_request"]
+__all__ = ["ChatRequest", "CohereError", "decode_json_body", "parse_chat_request"]
