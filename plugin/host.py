@@ -113,16 +113,17 @@ async def caller_or_refusal(*args: Any, **kwargs: Any) -> Caller | CohereError:
     if body is None:
         return CohereError(413, f"request body is over {limit} bytes, the most this proxy accepts",
                            code="request_too_large")
-    try:
-        parsed = decode_json_body(body)
-    except CohereError as refusal:
-        # Before any auth, whoever calls: LiteLLM's auth would read a body nested too deeply for Python's
-        # json (a RecursionError: a 500, the connection dropped) or take a deep list for the model (401).
-        return refusal
-    if not isinstance(parsed, dict):
-        # LiteLLM's auth reads fields of the body and fails with a 500 on anything but an object.
-        return CohereError(400, "request body must be a JSON object", code="invalid_json")
-    share_json_body(request, parsed)
+    if body.strip():  # a GET (the key's info) has none
+        try:
+            parsed = decode_json_body(body)
+        except CohereError as refusal:
+            # Before any auth, whoever calls: LiteLLM's auth would read a body nested too deeply for Python's
+            # json (a RecursionError: a 500, the connection dropped) or take a deep list for the model (401).
+            return refusal
+        if not isinstance(parsed, dict):
+            # LiteLLM's auth reads fields of the body and fails with a 500 on anything but an object.
+            return CohereError(400, "request body must be a JSON object", code="invalid_json")
+        share_json_body(request, parsed)
     try:
         return await user_api_key_auth(*args, **kwargs)
     except Exception as error:  # noqa: BLE001  # every refusal becomes a Cohere error
