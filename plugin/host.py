@@ -564,6 +564,16 @@ async def estimate_cost_nanos(request: Request, models: list[str], default_max_t
     return to_nanos(dearest)
 
 
+def _cached_group_info(router: Any, model: str) -> Any:
+    """The router's cached info object of a model group (it is replaced whenever models or prices change).
+    Release adapter: `registry().group(name, field="cached_info")` from 1.110 (which deprecates the
+    old name), `cached_model_group_info` on 1.104-1.109; 1.100's router keeps none (None: not remembered)."""
+    if hasattr(router, "registry"):
+        return router.registry().group(model, field="cached_info")
+    lookup = getattr(router, "cached_model_group_info", None)
+    return lookup(model) if lookup is not None else None
+
+
 async def _input_token_counts(body: dict, route: str, router: Any, team_id: str | None) -> Mapping[str, int]:
     """LiteLLM's input-token count per model the request names. Release adapter: 1.110 added a required
     `team_id` (a team's own names for models); earlier releases have no such parameter."""
@@ -599,9 +609,7 @@ def _max_cost(body: dict, route: str, model: str, input_tokens: Mapping[str, int
         return estimate_request_max_cost(request_body=body, route=route, llm_router=proxy.llm_router,
                                          input_token_counts=input_tokens)
 
-    # Release adapter: 1.100 routers keep no cached group info; their estimates are not remembered.
-    group_info = getattr(proxy.llm_router, "cached_model_group_info", None)
-    group = group_info(model) if group_info is not None else None
+    group = _cached_group_info(proxy.llm_router, model)
     if group is None or not input_tokens:
         return estimate()  # priced from LiteLLM's model map, or its input counted inside: not remembered
     key = (model, route, tuple(sorted(input_tokens.items())), repr([body.get(field) for field in _COST_FIELDS]))
