@@ -38,7 +38,7 @@ from starlette.datastructures import QueryParams
 from .auth.keys import VirtualKey
 from .auth.ledger import Ledger, RedisLedger, SqliteLedger, to_nanos
 from .cohere.errors import CohereError, call_failure_message, cohere_status, redact
-from .cohere.schema import decode_json_body
+from .cohere.schema import decode_json_body, parse_chat_request
 
 log = logging.getLogger("mpilot")
 Caller = UserAPIKeyAuth
@@ -123,6 +123,13 @@ async def caller_or_refusal(*args: Any, **kwargs: Any) -> Caller | CohereError:
         if not isinstance(parsed, dict):
             # LiteLLM's auth reads fields of the body and fails with a 500 on anything but an object.
             return CohereError(400, "request body must be a JSON object", code="invalid_json")
+        if parsed.get("tools") is not None and not isinstance(parsed["tools"], list):
+            # Release adapter: 1.100's auth walks `tools` (a key's tool allow-list) before the route validates
+            # it, and fails with a 500 on anything but a list: the route's own answer comes first.
+            try:
+                parse_chat_request(body)
+            except CohereError as refusal:
+                return refusal
         share_json_body(request, parsed)
     try:
         return await user_api_key_auth(*args, **kwargs)
@@ -261,6 +268,16 @@ async def complete(
         return result, {}
     payload = result.model_dump() if hasattr(result, "model_dump") else dict(result)
     return payload, _safe(headers_sink.headers)
+
+
+def stream_error_timed_out(error: dict[str, Any]) -> bool:
+    """Whether the error chunk LiteLLM sent in a stream reports a timeout: status 408 or 504. Release
+    adapter: 1.100 reports a read that timed out mid-stream as a connection error (500) with the HTTP
+    client's words for it."""
+    return str(error.get("code")) in ("408", "504") or _READ_TIMED_OUT in str(error.get("message") or "")
+
+
+_READ_TIMED_OUT = "Timeout on reading data from socket"  # aiohttp's ServerTimeoutError
 
 
 def _llm_api_exception_handler(processor: ProxyBaseLLMRequestProcessing) -> Any:

@@ -95,7 +95,7 @@ async def cohere_frames(openai_frames: AsyncIterator[str | bytes], stream: Coher
                         return
                     else:
                         message = redact(str(error.get("message") or "upstream error"))
-                        events = stream.fail(message, timed_out=str(error.get("code")) in ("408", "504"))
+                        events = stream.fail(message, timed_out=host.stream_error_timed_out(error))
                 if events:
                     sent = True
                     yield b"".join(sse(event) for event in events)
