@@ -272,7 +272,7 @@ async def complete(
 
 def stream_error_timed_out(error: dict[str, Any]) -> bool:
     """Whether the error chunk LiteLLM sent in a stream reports a timeout: status 408 or 504. Release
-    adapter: 1.100 reports a read that timed out mid-stream as a connection error (500) with the HTTP
+    adapter: 1.100-1.104 report a read that timed out mid-stream as a connection error (500) with the HTTP
     client's words for it."""
     return str(error.get("code")) in ("408", "504") or _READ_TIMED_OUT in str(error.get("message") or "")
 
