@@ -1,0 +1,622 @@
+"""Mutation run: do the unit tests notice small changes to the translation and token/key code?
+
+Each mutant is one small change to one file (a comparison, `and`/`or`, an arithmetic operator, a
+constant, a `return` value, a deleted statement), made on the file's syntax tree and loaded in place of
+the real module while the unit tests that execute the changed line run (`pytest -x`, fastest first).
+A mutant is killed when a test fails (or it hangs past its timeout), survives when they all pass.
+
+Not a library: mutmut 3 mutates only inside functions (not the error tables or pydantic `Field` bounds)
+and cosmic-ray changes no strings and deletes no statements; this is small and reaches both.
+
+    scripts/mutate                      # every file; prints the table and the surviving mutants
+    scripts/mutate plugin/cohere/errors.py --workers 1
+    scripts/mutate --markdown           # the table as README.md shows it
+
+Unit tests only (in process, no proxy): `UNIT_TESTS`. Per-test line coverage comes from one traced run
+of them (`sys.settrace`), which picks the tests for each mutant and says which mutants sit on lines no
+unit test executes (they count as survivors in the score, and are left out of the score on covered lines).
+Each mutant runs in a forked child of this process (third-party imports are warm), in its own process
+group, with a timeout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import contextlib
+import importlib.abc
+import importlib.util
+import json
+import os
+import signal
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+TARGETS = [
+    "plugin/cohere/schema.py",
+    "plugin/cohere/request.py",
+    "plugin/cohere/response.py",
+    "plugin/cohere/stream.py",
+    "plugin/cohere/citations.py",
+    "plugin/cohere/errors.py",
+    "plugin/cohere/wire.py",
+    "plugin/auth/tokens.py",
+    "plugin/auth/keys.py",
+]
+
+# The in-process tests of these files. tests/test_ledger.py is left out: it exercises ledger.py (not
+# mutated here) and needs a Redis server.
+UNIT_TESTS = [
+    "tests/test_translate_request.py",
+    "tests/test_translate_response.py",
+    "tests/test_translate_stream.py",
+    "tests/test_translate_citations.py",
+    "tests/test_citation_markup.py",
+    "tests/test_wire.py",
+    "tests/test_errors.py",
+    "tests/test_jwt_verifier.py",
+    "tests/test_virtual_keys.py",
+]
+
+# Mutants that cannot change behaviour, by (file, enclosing definition, change), each with why.
+# Keep this short and honest: a mutant listed here is never run.
+EQUIVALENT: dict[tuple[str, str, str], str] = {}
+
+# Third-party modules the tests import, loaded once here so that each forked child starts warm. Nothing
+# of `plugin` or `tests` is imported in this process: a child imports them fresh, with its mutant.
+_WARM = ["pytest", "hypothesis", "pydantic", "jwt", "cryptography.hazmat.primitives.asymmetric.rsa", "httpx",
+         "yaml", "starlette.applications", "uvicorn", "cohere", "anyio.pytest_plugin", "_hypothesis_pytestplugin"]
+
+
+# ---------------------------------------------------------------------------------------------- mutants
+
+@dataclass(frozen=True)
+class Mutant:
+    file: str  # relative to the repository
+    index: int  # the node's position in `ast.walk` order of the file's tree
+    operator: str
+    line: int
+    lines: frozenset[int]  # executing any of these means a test reaches the change
+    import_time: bool  # the change takes effect when the module is imported (module or class body)
+    where: str  # the enclosing definition, `<module>` at the top
+    change: str
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return self.file, self.where, self.change
+
+
+_COMPARE: dict[type[ast.cmpop], type[ast.cmpop]] = {
+    ast.Eq: ast.NotEq, ast.NotEq: ast.Eq, ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt,
+    ast.In: ast.NotIn, ast.NotIn: ast.In, ast.Is: ast.IsNot, ast.IsNot: ast.Is,
+}
+_BINARY: dict[type[ast.operator], type[ast.operator]] = {
+    ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.Div, ast.Div: ast.Mult, ast.FloorDiv: ast.Mult,
+    ast.Mod: ast.Mult,
+}
+_SYMBOL = {ast.Eq: "==", ast.NotEq: "!=", ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">=", ast.In: "in",
+           ast.NotIn: "not in", ast.Is: "is", ast.IsNot: "is not", ast.Add: "+", ast.Sub: "-", ast.Mult: "*",
+           ast.Div: "/", ast.FloorDiv: "//", ast.Mod: "%", ast.And: "and", ast.Or: "or"}
+
+
+def _short(node: ast.AST, limit: int = 60) -> str:
+    text = " ".join(ast.unparse(node).split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _changed_constant(value: object) -> object:
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int):
+        return value + 1
+    if isinstance(value, float):
+        return value + 1.0
+    if isinstance(value, str):
+        return "" if value else "XX"
+    if isinstance(value, bytes):
+        return b"" if value else b"XX"
+    return None
+
+
+@dataclass
+class _Context:
+    parents: dict[ast.AST, tuple[ast.AST, str, int | None]] = field(default_factory=dict)
+    skipped: set[ast.AST] = field(default_factory=set)  # subtrees never mutated
+
+
+def _tree(source: str) -> tuple[ast.Module, list[ast.AST], _Context]:
+    tree = ast.parse(source)
+    nodes = list(ast.walk(tree))
+    context = _Context()
+    for node in nodes:
+        for name, value in ast.iter_fields(node):
+            if isinstance(value, list):
+                for position, child in enumerate(value):
+                    if isinstance(child, ast.AST):
+                        context.parents[child] = (node, name, position)
+            elif isinstance(value, ast.AST):
+                context.parents[value] = (node, name, None)
+    for node in nodes:
+        for skip in _not_mutated(node, context):
+            context.skipped.update(ast.walk(skip))
+    return tree, nodes, context
+
+
+def _not_mutated(node: ast.AST, context: _Context) -> Iterator[ast.AST]:
+    """Subtrees that are not behaviour: docstrings, imports, function annotations (never evaluated under
+    `from __future__ import annotations`; class-level ones are kept: pydantic reads them), message text in
+    f-strings, what is logged, `__all__`."""
+    if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body \
+            and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant) \
+            and isinstance(node.body[0].value.value, str):
+        yield node.body[0]
+    if isinstance(node, (ast.Import, ast.ImportFrom, ast.JoinedStr)):
+        yield node
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        arguments = node.args
+        for argument in [*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs,
+                         *(a for a in (arguments.vararg, arguments.kwarg) if a is not None)]:
+            if argument.annotation is not None:
+                yield argument.annotation
+        if node.returns is not None:
+            yield node.returns
+    if isinstance(node, ast.AnnAssign) and _in_function_body(node, context):
+        yield node.annotation
+    if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call) and isinstance(node.value.func, ast.Attribute) \
+            and isinstance(node.value.func.value, ast.Name) and node.value.func.value.id == "log":
+        yield node
+    if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets):
+        yield node
+
+
+def _in_function_body(node: ast.AST, context: _Context) -> bool:
+    while node in context.parents:
+        parent, name, _ = context.parents[node]
+        if isinstance(parent, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)) and name == "body":
+            return True
+        node = parent
+    return False
+
+
+def _where(node: ast.AST, context: _Context) -> str:
+    names = []
+    while node in context.parents:
+        node = context.parents[node][0]
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.append(node.name)
+    return ".".join(reversed(names)) or "<module>"
+
+
+def _statement(node: ast.AST, context: _Context) -> ast.stmt | None:
+    while not isinstance(node, ast.stmt):
+        if node not in context.parents:
+            return None
+        node = context.parents[node][0]
+    return node
+
+
+def _variants(node: ast.AST, context: _Context) -> Iterator[tuple[str, str, Callable[[ast.AST, _Context], None]]]:
+    """(operator, change, apply) for each mutant of `node`; `apply` changes a fresh tree's copy of it."""
+    if isinstance(node, ast.Compare):
+        for position, op in enumerate(node.ops):
+            if type(op) in _COMPARE:
+                new = _COMPARE[type(op)]
+                change = f"`{_SYMBOL[type(op)]}` -> `{_SYMBOL[new]}` in `{_short(node)}`"
+                yield "compare", change, _set_compare(position, new)
+    elif isinstance(node, ast.BoolOp):
+        new_op = ast.Or if isinstance(node.op, ast.And) else ast.And
+        change = f"`{_SYMBOL[type(node.op)]}` -> `{_SYMBOL[new_op]}` in `{_short(node)}`"
+        yield "boolean", change, lambda n, _: setattr(n, "op", new_op())
+    elif isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
+        new_binary = _BINARY[type(node.op)]
+        change = f"`{_SYMBOL[type(node.op)]}` -> `{_SYMBOL[new_binary]}` in `{_short(node)}`"
+        yield "arithmetic", change, lambda n, _: setattr(n, "op", new_binary())
+    elif isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+        yield "not", f"`{_short(node)}` -> `{_short(node.operand)}`", _replace_with_operand
+    elif isinstance(node, ast.Constant) and _changed_constant(node.value) is not None:
+        new_value = _changed_constant(node.value)
+        yield "constant", f"{node.value!r} -> {new_value!r}", _replace_constant(new_value)
+    elif isinstance(node, ast.Return) and node.value is not None \
+            and not (isinstance(node.value, ast.Constant) and node.value.value is None):
+        yield "return", f"`{_short(node)}` -> `return None`", _return_none
+    elif isinstance(node, ast.Continue):
+        yield "loop", "`continue` -> `break`", _replace_statement(ast.Break)
+    # Any statement inside a class or a function, but `pass` and `return` (`return None` covers it).
+    if isinstance(node, ast.stmt) and not isinstance(node, (ast.Pass, ast.Return)):
+        parent, _, position = context.parents[node]
+        if position is not None and not isinstance(parent, ast.Module):
+            yield "delete", f"delete `{_short(node)}`", _replace_statement(ast.Pass)
+
+
+def _set_compare(position: int, new: type[ast.cmpop]) -> Callable[[ast.AST, _Context], None]:
+    def apply(node: ast.AST, _: _Context) -> None:
+        assert isinstance(node, ast.Compare)
+        node.ops[position] = new()
+    return apply
+
+
+def _put(context: _Context, old: ast.AST, new: ast.AST) -> None:
+    parent, name, position = context.parents[old]
+    ast.copy_location(new, old)
+    if position is None:
+        setattr(parent, name, new)
+    else:
+        getattr(parent, name)[position] = new
+
+
+def _replace_with_operand(node: ast.AST, context: _Context) -> None:
+    assert isinstance(node, ast.UnaryOp)
+    _put(context, node, node.operand)
+
+
+def _replace_constant(value: object) -> Callable[[ast.AST, _Context], None]:
+    def apply(node: ast.AST, context: _Context) -> None:
+        _put(context, node, ast.Constant(value=value))
+    return apply
+
+
+def _return_none(node: ast.AST, context: _Context) -> None:
+    assert isinstance(node, ast.Return)
+    node.value = ast.copy_location(ast.Constant(value=None), node)
+
+
+def _replace_statement(kind: type[ast.stmt]) -> Callable[[ast.AST, _Context], None]:
+    def apply(node: ast.AST, context: _Context) -> None:
+        _put(context, node, kind())
+    return apply
+
+
+def mutants_of(file: str) -> list[Mutant]:
+    source = (ROOT / file).read_text()
+    _, nodes, context = _tree(source)
+    found = []
+    for index, node in enumerate(nodes):
+        if node in context.skipped:
+            continue
+        for operator, change, _apply in _variants(node, context):
+            statement = _statement(node, context)
+            lines = {node.lineno, statement.lineno} if statement is not None else {node.lineno}
+            if operator != "delete" and isinstance(node, ast.expr):
+                lines |= set(range(node.lineno, (node.end_lineno or node.lineno) + 1))
+            found.append(Mutant(file, index, operator, node.lineno, frozenset(lines),
+                                not _in_function_body(node, context), _where(node, context), change))
+    return found
+
+
+def mutated_code(mutant: Mutant) -> Any:
+    source = (ROOT / mutant.file).read_text()
+    tree, nodes, context = _tree(source)
+    node = nodes[mutant.index]
+    for operator, change, apply in _variants(node, context):
+        if (operator, change) == (mutant.operator, mutant.change):
+            apply(node, context)
+            break
+    else:
+        raise LookupError(f"mutant not found again: {mutant}")
+    ast.fix_missing_locations(tree)
+    return compile(tree, str(ROOT / mutant.file), "exec")
+
+
+# --------------------------------------------------------------------------- running tests in a child
+
+def _module_name(file: str) -> str:
+    return file.removesuffix(".py").replace("/", ".")
+
+
+class _MutantLoader(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    def __init__(self, name: str, path: str, code: Any) -> None:
+        self._name, self._path, self._code = name, path, code
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
+        if fullname != self._name:
+            return None
+        return importlib.util.spec_from_file_location(fullname, self._path, loader=self)
+
+    def create_module(self, spec: Any) -> None:
+        return None
+
+    def exec_module(self, module: Any) -> None:
+        exec(self._code, module.__dict__)
+
+
+class _Select:
+    """A pytest plugin: only these tests, in this order."""
+
+    def __init__(self, nodeids: list[str] | None) -> None:
+        self._order = {nodeid: n for n, nodeid in enumerate(nodeids)} if nodeids is not None else None
+
+    def pytest_collection_modifyitems(self, session: Any, config: Any, items: list[Any]) -> None:
+        if self._order is None:
+            return
+        order = self._order
+        kept = sorted((item for item in items if item.nodeid in order), key=lambda item: order[item.nodeid])
+        config.hook.pytest_deselected(items=[item for item in items if item.nodeid not in order])
+        items[:] = kept
+
+
+def _pytest(test_files: list[str], nodeids: list[str] | None, plugins: list[Any], first_failure: bool) -> int:
+    import pytest
+    from hypothesis import HealthCheck, Phase, settings
+
+    # Reproducible, no example database to replay or fill, no shrinking (a failure is all we need).
+    settings.register_profile("mutation", database=None, derandomize=True,
+                              phases=[Phase.explicit, Phase.reuse, Phase.generate],
+                              suppress_health_check=list(HealthCheck))
+    settings.load_profile("mutation")
+    args = [*test_files, "-q", "-p", "no:cacheprovider", "-o", "addopts=", "--no-header"]
+    if first_failure:  # a mutant's run: the first failure kills it, and no assertion rewriting (no .pyc cache)
+        args += ["-x", "--assert=plain"]
+    return int(pytest.main(args, plugins=[_Select(nodeids), *plugins]))
+
+
+def _child(run: Callable[[], int], output: str | None = None) -> int:
+    """Fork; the child runs `run` in its own process group with its output discarded (or in `output`)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 3
+    try:
+        os.setpgid(0, 0)
+        sink = os.open(output or os.devnull, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        os.dup2(sink, 1)
+        os.dup2(sink, 2)
+        code = run()
+    except BaseException:  # noqa: BLE001  # whatever went wrong, the child must only exit
+        import traceback
+
+        traceback.print_exc()
+        code = 3
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def _wait(pid: int, timeout: float) -> int | None:
+    """The child's exit code, or None when it ran past `timeout` (then it is killed)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        if time.monotonic() > deadline:
+            _kill(pid)
+            return None
+        time.sleep(0.02)
+
+
+def _kill(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+
+
+# ------------------------------------------------------------------------------------- line coverage
+
+@dataclass
+class Coverage:
+    lines: dict[str, dict[str, set[int]]]  # test -> file -> lines it executed
+    durations: dict[str, float]  # test -> seconds
+
+    def tests_for(self, mutant: Mutant) -> list[str]:
+        if mutant.import_time:  # a table, a class body, a default: every test that runs code of the file
+            tests = [test for test, by_file in self.lines.items() if by_file.get(mutant.file)]
+        else:
+            tests = [test for test, by_file in self.lines.items() if by_file.get(mutant.file, set()) & mutant.lines]
+        return sorted(tests, key=lambda test: (self.durations.get(test, 0.0), test))
+
+    def covered(self, mutant: Mutant) -> bool:
+        return bool(self.tests_for(mutant))
+
+
+def _trace_run(test_files: list[str], out: str) -> int:
+    import pytest
+
+    targets = {str(ROOT / file): file for file in TARGETS}
+    lines: dict[str, dict[str, set[int]]] = defaultdict(lambda: defaultdict(set))
+    durations: dict[str, float] = defaultdict(float)
+    current = ["<collection>"]
+
+    def local(frame: Any, event: str, arg: Any) -> Any:
+        if event == "line":
+            lines[current[0]][targets[frame.f_code.co_filename]].add(frame.f_lineno)
+        return local
+
+    def call(frame: Any, event: str, arg: Any) -> Any:
+        return local if frame.f_code.co_filename in targets else None
+
+    class Recorder:
+        @pytest.hookimpl(wrapper=True)
+        def pytest_runtest_protocol(self, item: Any, nextitem: Any) -> Any:
+            current[0] = item.nodeid
+            try:
+                return (yield)
+            finally:
+                current[0] = "<between tests>"
+
+        def pytest_runtest_logreport(self, report: Any) -> None:
+            durations[report.nodeid] += report.duration
+
+    sys.settrace(call)
+    try:
+        code = _pytest(test_files, None, [Recorder()], first_failure=False)
+    finally:
+        sys.settrace(None)
+    tests = {test: {file: sorted(found) for file, found in by_file.items()}
+             for test, by_file in lines.items() if not test.startswith("<")}
+    Path(out).write_text(json.dumps({"lines": tests, "durations": durations}))
+    return code
+
+
+def line_coverage(test_files: list[str]) -> Coverage:
+    with tempfile.TemporaryDirectory() as folder:
+        out, log = f"{folder}/coverage.json", f"{folder}/pytest.log"
+        code = _wait(_child(lambda: _trace_run(test_files, out), log), 900)
+        if code != 0:
+            sys.exit(f"the unit tests do not pass unchanged (exit {code}):\n{Path(log).read_text()[-3000:]}")
+        data = json.loads(Path(out).read_text())
+    lines = {test: {file: set(found) for file, found in by_file.items()} for test, by_file in data["lines"].items()}
+    durations = {test: seconds for test, seconds in data["durations"].items()}
+    for test in durations:
+        lines.setdefault(test, {})
+    return Coverage(lines, durations)
+
+
+# ------------------------------------------------------------------------------------------ the run
+
+@dataclass
+class Result:
+    mutant: Mutant
+    outcome: str  # killed, timeout, survived, uncovered, excluded, error
+    tests: int = 0
+    seconds: float = 0.0
+
+
+def _run_mutant(mutant: Mutant, tests: list[str]) -> int:
+    for name in [name for name in sys.modules if name.split(".")[0] in ("plugin", "tests")]:
+        del sys.modules[name]
+    sys.meta_path.insert(0, _MutantLoader(_module_name(mutant.file), str(ROOT / mutant.file), mutated_code(mutant)))
+    files = sorted({test.split("::")[0] for test in tests})
+    return _pytest(files, tests, [], first_failure=True)
+
+
+def run(mutants: list[Mutant], coverage: Coverage, workers: int, progress: bool) -> list[Result]:
+    results: list[Result] = []
+    queue: list[tuple[Mutant, list[str]]] = []
+    for mutant in mutants:
+        if mutant.key in EQUIVALENT:
+            results.append(Result(mutant, "excluded"))
+        elif not coverage.covered(mutant):
+            results.append(Result(mutant, "uncovered"))
+        else:
+            queue.append((mutant, coverage.tests_for(mutant)))
+    running: dict[int, tuple[Mutant, list[str], float, float]] = {}
+    total, done = len(queue), 0
+    while queue or running:
+        while queue and len(running) < workers:
+            mutant, tests = queue.pop(0)
+            expected = sum(coverage.durations.get(test, 0.0) for test in tests)
+            pid = _child(lambda mutant=mutant, tests=tests: _run_mutant(mutant, tests))
+            running[pid] = (mutant, tests, time.monotonic(), 30 + 5 * expected)
+        time.sleep(0.02)
+        for pid in list(running):
+            mutant, tests, started, timeout = running[pid]
+            finished, status = os.waitpid(pid, os.WNOHANG)
+            elapsed = time.monotonic() - started
+            if finished:
+                code = os.waitstatus_to_exitcode(status)
+                outcome = {0: "survived", 1: "killed", 2: "killed"}.get(code, "error")
+            elif elapsed > timeout:
+                _kill(pid)
+                outcome = "timeout"
+            else:
+                continue
+            del running[pid]
+            done += 1
+            results.append(Result(mutant, outcome, len(tests), elapsed))
+            if progress:
+                print(f"[{done}/{total}] {outcome:8} {mutant.file}:{mutant.line} {mutant.change}", file=sys.stderr)
+    return results
+
+
+def summary(results: list[Result], files: list[str]) -> list[dict[str, Any]]:
+    rows = []
+    for file in files:
+        mine = [r for r in results if r.mutant.file == file and r.outcome != "excluded"]
+        killed = sum(r.outcome in ("killed", "timeout") for r in mine)
+        covered = [r for r in mine if r.outcome != "uncovered"]
+        rows.append({"file": file, "mutants": len(mine), "killed": killed, "covered": len(covered),
+                     "score": killed / len(mine) if mine else 1.0,
+                     "covered_score": killed / len(covered) if covered else 1.0})
+    return rows
+
+
+def _percent(value: float) -> str:
+    return f"{100 * value:.0f}%"
+
+
+def report(results: list[Result], files: list[str], markdown: bool, show_uncovered: bool) -> bool:
+    rows = summary(results, files)
+    mutants, killed = sum(r["mutants"] for r in rows), sum(r["killed"] for r in rows)
+    covered = sum(r["covered"] for r in rows)
+    total = {"file": "total", "mutants": mutants, "killed": killed, "covered": covered,
+             "score": killed / mutants if mutants else 1.0, "covered_score": killed / covered if covered else 1.0}
+    if markdown:
+        print("| file | mutants | killed | score | on covered lines |")
+        print("|---|---:|---:|---:|---:|")
+        for row in [*rows, total]:
+            name = f"`{row['file']}`" if row is not total else "total"
+            print(f"| {name} | {row['mutants']:,} | {row['killed']:,} | {_percent(row['score'])} "
+                  f"| {_percent(row['covered_score'])} |")
+    else:
+        print(f"{'file':32} {'mutants':>8} {'killed':>7} {'covered':>8} {'score':>6} {'on covered lines':>17}")
+        for row in [*rows, total]:
+            print(f"{row['file']:32} {row['mutants']:8} {row['killed']:7} {row['covered']:8} "
+                  f"{_percent(row['score']):>6} {_percent(row['covered_score']):>17}")
+    shown = ("survived", "error", "uncovered") if show_uncovered else ("survived", "error")
+    listed = sorted((r for r in results if r.outcome in shown), key=lambda r: (r.mutant.file, r.mutant.line))
+    if listed:
+        print("\nSurviving mutants:" if not show_uncovered else "\nSurviving and uncovered mutants:")
+        for r in listed:
+            print(f"  {r.mutant.file}:{r.mutant.line} [{r.mutant.where}] {r.outcome}: {r.mutant.change}")
+    excluded = [r for r in results if r.outcome == "excluded"]
+    if excluded:
+        print(f"\nExcluded as equivalent: {len(excluded)} (see EQUIVALENT in scripts/mutation.py)")
+    return all(row["covered_score"] >= 0.9 for row in rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("files", nargs="*", help=f"files to mutate (default: all of {len(TARGETS)})")
+    parser.add_argument("--workers", type=int, default=2, help="mutants run at once (default 2)")
+    parser.add_argument("--markdown", action="store_true", help="print the table as README.md has it")
+    parser.add_argument("--uncovered", action="store_true", help="also list mutants no unit test reaches")
+    parser.add_argument("--progress", action="store_true", help="one line per mutant as it finishes")
+    parser.add_argument("--json", metavar="PATH", help="write every mutant's outcome here")
+    options = parser.parse_args(argv)
+    files = [str(Path(f).resolve().relative_to(ROOT)) if Path(f).is_absolute() else f for f in options.files] \
+        or TARGETS
+    unknown = sorted(set(files) - set(TARGETS))
+    if unknown:
+        parser.error(f"not a mutation target: {unknown}; targets: {TARGETS}")
+
+    os.chdir(ROOT)
+    sys.path.insert(0, str(ROOT))
+    os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"  # no cost-map download when a test imports LiteLLM
+    for name in _WARM:
+        importlib.import_module(name)
+
+    started = time.monotonic()
+    mutants = [mutant for file in files for mutant in mutants_of(file)]
+    stale = sorted(set(EQUIVALENT) - {mutant.key for mutant in mutants_of_all()})
+    if stale:
+        print(f"warning: EQUIVALENT names mutants that no longer exist: {stale}", file=sys.stderr)
+    coverage = line_coverage(UNIT_TESTS)
+    print(f"{len(mutants)} mutants in {len(files)} files; {len(coverage.durations)} unit tests "
+          f"({sum(coverage.durations.values()):.1f} s)", file=sys.stderr)
+    results = run(mutants, coverage, options.workers, options.progress)
+    if options.json:
+        Path(options.json).write_text(json.dumps([{**r.mutant.__dict__, "lines": sorted(r.mutant.lines),
+                                                   "outcome": r.outcome, "tests": r.tests, "seconds": r.seconds}
+                                                  for r in results], indent=1))
+    good = report(results, files, options.markdown, options.uncovered)
+    print(f"\n{time.monotonic() - started:.0f} s with {options.workers} workers", file=sys.stderr)
+    return 0 if good else 1
+
+
+def mutants_of_all() -> list[Mutant]:
+    return [mutant for file in TARGETS for mutant in mutants_of(file)]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
