@@ -31,6 +31,7 @@ import os
 import signal
 import sys
 import tempfile
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -70,10 +71,12 @@ UNIT_TESTS = [
 # Keep this short and honest: a mutant listed here is never run.
 EQUIVALENT: dict[tuple[str, str, str], str] = {}
 
-# Third-party modules the tests import, loaded once here so that each forked child starts warm. Nothing
-# of `plugin` or `tests` is imported in this process: a child imports them fresh, with its mutant.
-_WARM = ["pytest", "hypothesis", "pydantic", "jwt", "cryptography.hazmat.primitives.asymmetric.rsa", "httpx",
-         "yaml", "starlette.applications", "uvicorn", "cohere", "anyio.pytest_plugin", "_hypothesis_pytestplugin"]
+# Third-party modules the tests import, loaded once here so that each forked child starts warm (LiteLLM's
+# proxy takes 8 s: tests/test_virtual_keys.py reaches the auth hook). Nothing of `plugin` or `tests` is
+# imported in this process: a child imports them fresh, with its mutant.
+_WARM = ["pytest", "anyio.pytest_plugin", "_hypothesis_pytestplugin", "hypothesis", "pydantic", "jwt",
+         "cryptography.hazmat.primitives.asymmetric.rsa", "httpx", "yaml", "starlette.applications", "uvicorn",
+         "cohere", "litellm.proxy.proxy_server"]
 
 
 # ---------------------------------------------------------------------------------------------- mutants
@@ -507,7 +510,7 @@ def run(mutants: list[Mutant], coverage: Coverage, workers: int, progress: bool)
             mutant, tests = queue.pop(0)
             expected = sum(coverage.durations.get(test, 0.0) for test in tests)
             pid = _child(lambda mutant=mutant, tests=tests: _run_mutant(mutant, tests))
-            running[pid] = (mutant, tests, time.monotonic(), 30 + 5 * expected)
+            running[pid] = (mutant, tests, time.monotonic(), 10 + 2 * expected)  # traced times: slower
         time.sleep(0.02)
         for pid in list(running):
             mutant, tests, started, timeout = running[pid]
@@ -595,6 +598,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"  # no cost-map download when a test imports LiteLLM
     for name in _WARM:
         importlib.import_module(name)
+    if threading.active_count() > 1:  # a forked child gets no copy of them, and may inherit their locks held
+        sys.exit(f"importing {_WARM} started threads: {threading.enumerate()}; cannot fork safely")
 
     started = time.monotonic()
     mutants = [mutant for file in files for mutant in mutants_of(file)]
