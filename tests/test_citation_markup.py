@@ -83,3 +83,37 @@ def test_examples() -> None:
     assert markup.feed("Hi <c") == ("Hi ", [])
     assert markup.feed("o: doc_1>there</c") == ("there", [])
     assert markup.feed("o>!") == ("!", [Span(3, 8, "there", ("doc_1",))])
+
+
+def test_an_answer_ending_inside_a_possible_tag_keeps_its_tail() -> None:
+    for answer, expected in [("x < y and a <", "x < y and a <"), ("see <c", "see <c"), ("see </co", "see </co"),
+                             ("see <co: doc_0", "see <co: doc_0"), ("<co: doc_0>cited <co", "cited <co")]:
+        markup = CitationMarkup(KNOWN)
+        clean, _ = markup.feed(answer)
+        rest, spans = markup.finish()
+        assert (clean + rest, spans) == (expected, [])
+
+
+def test_plain_less_than_signs_are_not_held_back() -> None:
+    markup = CitationMarkup(KNOWN)
+    assert markup.feed("a < b") == ("a < b", [])
+    assert markup.feed(" and <b> or <co ") == (" and <b> or <co ", [])
+    assert markup.feed("1 <") == ("1 ", [])  # "<" may begin a tag
+    assert markup.feed("= 2") == ("<= 2", [])
+
+
+def test_a_tag_is_at_most_256_characters() -> None:
+    tag = "<co: " + "d" * 250 + ">"  # 256 characters from `<` to `>`
+    assert parse_whole(f"a{tag}b</co>") == ("ab", [])  # a tag (naming no known source): removed
+    assert parse_whole(f"a{tag[:-1]}d>b") == (f"a{tag[:-1]}d>b", [])  # 257: text
+    markup = CitationMarkup(KNOWN)
+    assert markup.feed(tag[:-1]) == ("", [])  # 255 characters: it may still close
+    markup = CitationMarkup(KNOWN)
+    assert markup.feed(tag[:-1] + "d") == (tag[:-1] + "d", [])  # 256 without `>`: cannot be a tag any more
+
+
+def test_nothing_stays_open_after_the_end() -> None:
+    markup = CitationMarkup(KNOWN)
+    assert markup.feed("<co: doc_0>unclosed") == ("unclosed", [])
+    assert markup.finish() == ("", [])
+    assert markup.feed(" more</co>") == (" more", [])  # the close finds no open citation

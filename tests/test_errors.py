@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from plugin.cohere.errors import call_failure_message, redact
+from plugin.cohere.errors import CohereError, call_failure_message, cohere_status, field_path, redact
+from plugin.cohere.schema import parse_chat_request
 
 
 @pytest.mark.parametrize("secret", [
@@ -54,3 +57,122 @@ def test_the_routers_fallback_notes_stay_with_the_operator() -> None:
             "RateLimitError: OpenAIException - provider said 429")
     assert call_failure_message(500, text, "fake") == "provider said 429"
     assert call_failure_message(500, "provider said 500. Received Model Group=fake", "fake") == "provider said 500."
+
+
+# The error body, as README "Errors" documents it: status -> (type, code).
+ERROR_TABLE = [
+    (400, "invalid_request_error", "invalid_request"),
+    (401, "authentication_error", "unauthorized"),
+    (402, "budget_exceeded_error", "budget_exceeded"),
+    (403, "permission_error", "forbidden"),
+    (404, "not_found_error", "not_found"),
+    (422, "invalid_request_error", "unprocessable_entity"),
+    (429, "rate_limit_error", "too_many_requests"),
+    (499, "client_closed_request", "client_closed_request"),
+    (501, "not_implemented_error", "not_implemented"),
+    (503, "service_unavailable_error", "service_unavailable"),
+    (504, "timeout_error", "gateway_timeout"),
+    (409, "invalid_request_error", "invalid_request"),  # any other 4xx
+    (500, "api_error", "internal_error"),
+    (502, "api_error", "internal_error"),  # any other 5xx
+]
+
+
+@pytest.mark.parametrize(("status", "kind", "code"), ERROR_TABLE)
+def test_error_body_by_status(status: int, kind: str, code: str) -> None:
+    error = CohereError(status, "what went wrong")
+    assert error.body("req-1") == {"type": kind, "message": "what went wrong", "code": code, "id": "req-1"}
+    assert (error.status, str(error)) == (status, "what went wrong")
+
+
+def test_a_precise_code_and_headers_are_kept() -> None:
+    headers = {"retry-after": "3"}
+    error = CohereError(429, "slow down", code="key_rate_limited", headers=headers)
+    assert error.body("r")["code"] == "key_rate_limited"
+    assert error.body("r")["type"] == "rate_limit_error"
+    assert error.headers == {"retry-after": "3"}
+    headers["retry-after"] = "9"  # a copy: the caller's mapping may change later
+    assert error.headers == {"retry-after": "3"}
+    assert CohereError(400, "x").headers == {}
+
+
+# Statuses the cohere SDK raises its own exception for (the spec, `cohere-v2.md` "Errors"); 402 is ours.
+SDK_STATUSES = [400, 401, 403, 404, 422, 429, 498, 499, 500, 501, 503, 504]
+
+
+@pytest.mark.parametrize(("upstream", "expected"), [
+    *((status, status) for status in [*SDK_STATUSES, 402]),
+    (408, 504), (502, 503),
+    (405, 400), (409, 400), (413, 400), (451, 400), (497, 400),
+    (505, 500), (507, 500), (599, 500), (200, 500), (302, 500), (399, 500),
+])
+def test_cohere_status(upstream: int, expected: int) -> None:
+    assert cohere_status(upstream) == expected
+
+
+def test_every_status_we_answer_with_is_one_the_sdk_raises_its_own_exception_for() -> None:
+    """The real cohere client, reading our error bodies (an in-process transport, no server)."""
+    import cohere
+    import httpx
+
+    answered = sorted({cohere_status(status) for status in range(100, 600)} - {402})
+    assert answered == SDK_STATUSES
+    for status in answered:
+        body = CohereError(status, f"failed with {status}").body("req-9")
+        transport = httpx.MockTransport(lambda request, status=status, body=body: httpx.Response(status, json=body))
+        client = cohere.ClientV2(api_key="k", base_url="http://cohere.invalid", max_retries=0,
+                                 httpx_client=httpx.Client(transport=transport))
+        with pytest.raises(cohere.core.ApiError) as raised:
+            client.chat(model="m", messages=[{"role": "user", "content": "hi"}])
+        assert type(raised.value) is not cohere.core.ApiError, status  # a status-specific exception class
+        assert raised.value.status_code == status
+        assert raised.value.body["message"] == f"failed with {status}"
+
+
+def parse_error(body: bytes) -> CohereError:
+    with pytest.raises(CohereError) as raised:
+        parse_chat_request(body)
+    assert raised.value.status == 400
+    return raised.value
+
+
+def test_a_body_that_is_not_json() -> None:
+    error = parse_error(b'{"model": "m", "messages": [')
+    assert error.code == "invalid_json"
+    assert error.message.startswith("request body is not valid JSON: ")
+
+
+@pytest.mark.parametrize("body", [b"[]", b"3", b'"text"', b"null"])
+def test_a_body_that_is_not_an_object(body: bytes) -> None:
+    error = parse_error(body)
+    assert (error.code, error.message) == ("invalid_json", "request body must be a JSON object")
+
+
+@pytest.mark.parametrize(("body", "code", "message"), [
+    ({"messages": [{"role": "user", "content": "hi"}]}, "missing_field", "model is required"),
+    ({"model": "m", "messages": [{"role": "robot", "content": "hi"}]}, "invalid_field",
+     "messages[0].role: unknown value 'robot', expected one of 'system', 'user', 'assistant', 'tool'"),
+    ({"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": 2}, "invalid_field",
+     "temperature: Input should be less than or equal to 1, got 2"),
+])
+def test_validation_errors_have_a_code_and_name_the_field(body: dict, code: str, message: str) -> None:
+    error = parse_error(json.dumps(body).encode())
+    assert (error.code, error.message) == (code, message)
+
+
+def test_only_short_scalar_values_are_echoed() -> None:
+    def message(value: object) -> str:
+        body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "tool_choice": value}
+        return parse_error(json.dumps(body).encode()).message
+
+    assert message("A" * 78).endswith(f", got {'A' * 78!r}")  # its repr: 80 characters
+    assert ", got" not in message("A" * 79)
+    assert ", got" not in message(["AUTO"])  # not a scalar
+
+
+def test_field_path_walks_the_clients_own_json() -> None:
+    body = {"messages": [{"role": "tool", "content": "x"}]}
+    assert field_path(("messages", 0, "tool", "tool_call_id"), body) == "messages[0].tool_call_id"
+    assert field_path(("messages", 1, "role"), body) == "messages[1]"  # past the end: named, not followed
+    assert field_path(("model",), None) == "body"
+    assert field_path((), body) == "body"

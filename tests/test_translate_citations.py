@@ -79,3 +79,78 @@ def test_unclosed_markup_at_the_end_of_a_stream_keeps_its_text() -> None:
     text = "".join(e["delta"]["message"]["content"]["text"] for e in events if e["type"] == "content-delta")
     assert text == "Hello world"
     assert not [e for e in events if e["type"] == "citation-start"]
+
+
+NATIVE_TEXT = "Paris is in France. Rome is in Italy."
+NATIVE_SOURCES = {
+    **SOURCES,
+    "fn:call:1": {"type": "tool", "id": "fn:call:1", "tool_output": {"temp": 21}},  # an id may hold colons
+}
+
+
+def url_citation(start: object, end: object, url: str) -> dict[str, Any]:
+    return {"type": "url_citation", "url_citation": {"start_index": start, "end_index": end, "url": url,
+                                                      "title": "t"}}
+
+
+def test_native_citations_from_the_providers_annotations() -> None:
+    """A model served through LiteLLM's Cohere provider reports its own citations (`url_citation`
+    annotations, `url` = `source:<id>`): they are grouped back into spans over the text."""
+    end = len(NATIVE_TEXT)
+    annotations = [
+        {"type": "file_citation"},  # not a url citation
+        url_citation(20, end, "https://example.com"),  # not one of ours
+        url_citation(20, end, "doc_0"),  # not marked as ours either
+        url_citation(20, end, "source:doc_9"),  # no such source
+        url_citation(20, end + 1, "source:doc_0"),  # past the end of the text
+        url_citation(5, 5, "source:doc_0"),  # empty
+        url_citation(-1, 5, "source:doc_0"),
+        url_citation("0", 5, "source:doc_0"),
+        url_citation(0, 18, "source:doc_0"),
+        url_citation(0, 18, "source:fn:call:1:0"),  # Cohere names a tool result's block <tool_call_id>:<n>
+        url_citation(0, 18, "source:doc_0"),  # the same source twice
+        url_citation(20, end, "source:call_1"),
+    ]
+    message = {"role": "assistant", "content": NATIVE_TEXT, "annotations": annotations}
+    response = {"id": "x", "choices": [{"index": 0, "message": message, "finish_reason": "stop"}]}
+    out = to_cohere_response(response, sources=NATIVE_SOURCES, native_citations=True)
+    assert out["message"]["content"] == [{"type": "text", "text": NATIVE_TEXT}]
+    assert [(c["start"], c["end"], c["text"], c["sources"]) for c in out["message"]["citations"]] == [
+        (0, 18, "Paris is in France", [NATIVE_SOURCES["doc_0"], NATIVE_SOURCES["fn:call:1"]]),
+        (20, end, "Rome is in Italy.", [NATIVE_SOURCES["call_1"]]),
+    ]
+
+
+def test_native_citations_leave_the_text_alone_and_need_sources() -> None:
+    text = "a <co: doc_0>b</co>"
+    response = {"id": "x", "choices": [{"index": 0, "finish_reason": "stop", "message": {
+        "role": "assistant", "content": text, "annotations": [url_citation(0, 1, "source:doc_0")]}}]}
+    out = to_cohere_response(response, sources=SOURCES, native_citations=True)
+    assert out["message"]["content"][0]["text"] == text
+    assert [c["text"] for c in out["message"]["citations"]] == ["a"]
+    assert "citations" not in to_cohere_response(response, native_citations=True)["message"]
+
+
+def citation_events(events: list[dict[str, Any]]) -> list[tuple[str, int]]:
+    return [(e["type"], e["index"]) for e in events if e["type"].startswith("citation-")]
+
+
+def test_each_citation_start_has_its_end() -> None:
+    assert citation_events(streamed(ANSWER, [7, 25, 26])) == [("citation-start", 0), ("citation-end", 0),
+                                                              ("citation-start", 1), ("citation-end", 1)]
+
+
+@pytest.mark.parametrize("ending", ["<co", "<co: doc_0", "</co", "<", "<co: doc_0>cited"])
+def test_a_grounded_stream_ending_inside_a_possible_tag_keeps_its_tail(ending: str) -> None:
+    events = streamed("See " + ending, [4])
+    text = "".join(e["delta"]["message"]["content"]["text"] for e in events if e["type"] == "content-delta")
+    assert text == "See " + ending.replace("<co: doc_0>", "")
+    assert [e["type"] for e in events][-3:] == ["content-delta", "content-end", "message-end"]
+
+
+def test_a_citation_closing_at_the_end_of_a_stream_comes_before_message_end() -> None:
+    events = streamed("It is <co: doc_0>warm</co", [])  # the close tag never finished: not a citation
+    assert citation_events(events) == []
+    events = streamed("It is <co: doc_0>warm</co>", [24])
+    assert citation_events(events) == [("citation-start", 0), ("citation-end", 0)]
+    assert [e["type"] for e in events][-4:] == ["citation-start", "citation-end", "content-end", "message-end"]

@@ -48,6 +48,27 @@ PARAMETERS = [
     pytest.param({"thinking": {"type": "disabled"}}, {}, id="thinking-disabled"),
     pytest.param({"safety_mode": "NONE"}, {}, id="safety-mode-has-no-openai-equivalent"),
     pytest.param({"citation_options": {"mode": "FAST"}}, {}, id="citation-options-not-forwarded"),
+    # Every bound at its edge is accepted (the spec's ranges).
+    pytest.param({"temperature": 0, "p": 0.01, "k": 0, "frequency_penalty": 0, "presence_penalty": 0},
+                 {"temperature": 0, "top_p": 0.01, "top_k": 0, "frequency_penalty": 0, "presence_penalty": 0},
+                 id="lower-edges"),
+    pytest.param({"temperature": 1, "p": 0.99, "k": 500, "frequency_penalty": 1, "presence_penalty": 1},
+                 {"temperature": 1, "top_p": 0.99, "top_k": 500, "frequency_penalty": 1, "presence_penalty": 1},
+                 id="upper-edges"),
+    pytest.param({"max_tokens": 1}, {"max_tokens": 1}, id="max-tokens-1"),
+    pytest.param({"priority": 0}, {"priority": 0}, id="priority-0"),
+    pytest.param({"priority": 999}, {"priority": 999}, id="priority-999"),
+    pytest.param({"stop_sequences": ["a", "b", "c", "d", "e"]}, {"stop": ["a", "b", "c", "d", "e"]},
+                 id="five-stop-sequences"),
+    pytest.param({"thinking": {"type": "enabled", "token_budget": 1}},
+                 {"thinking": {"type": "enabled", "budget_tokens": 1}}, id="thinking-budget-1"),
+    pytest.param({"safety_mode": "none"}, {}, id="safety-mode-any-case"),
+    *(pytest.param({"safety_mode": mode}, {}, id=f"safety-mode-{mode}") for mode in ("CONTEXTUAL", "STRICT", "OFF")),
+    *(pytest.param({"citation_options": {"mode": mode}}, {}, id=f"citation-mode-{mode}")
+      for mode in ("ENABLED", "DISABLED", "ACCURATE", "OFF")),
+    pytest.param({"tool_choice": "NONE"}, {"tool_choice": "none"}, id="tool-choice-none-without-tools"),
+    pytest.param({"tool_choice": "REQUIRED"}, {}, id="tool-choice-required-without-tools-is-dropped"),
+    pytest.param({"an_unknown_field": 1}, {}, id="unknown-top-level-fields-ignored"),
 ]
 
 
@@ -135,6 +156,31 @@ def test_every_role_and_content_block() -> None:
     assert out["messages"] == EXPECTED_CONVERSATION
 
 
+@pytest.mark.parametrize(("assistant", "replayed"), [
+    pytest.param({"content": "A cat."}, {"content": "A cat."}, id="text-as-a-string"),
+    pytest.param({"content": [{"type": "text", "text": "A"}, {"type": "text", "text": "cat."}]},
+                 {"content": "A\ncat."}, id="text-blocks-joined-by-lines"),
+    pytest.param({"content": "Answer text", "tool_plan": "plan"}, {"content": "Answer text"},
+                 id="text-wins-over-a-plan"),
+    pytest.param({"content": [], "tool_plan": "plan"}, {"content": "plan"}, id="a-plan-without-text"),
+    pytest.param({"content": []}, {"content": ""}, id="nothing-at-all-is-empty-text"),
+    pytest.param({"content": [{"type": "thinking", "thinking": "hm"}]}, {"content": ""}, id="only-thinking"),
+    pytest.param({"tool_calls": [{"id": "c", "function": {"name": "f"}}]},
+                 {"content": None, "tool_calls": [{"id": "c", "type": "function",
+                                                   "function": {"name": "f", "arguments": ""}}]},
+                 id="a-call-without-arguments-or-type"),
+])
+def test_assistant_turns_replayed(assistant: dict[str, Any], replayed: dict[str, Any]) -> None:
+    out = translate(messages=[USER, {"role": "assistant", **assistant}])
+    assert out["messages"][1] == {"role": "assistant", **replayed}
+
+
+def test_tool_results_keep_non_ascii_text() -> None:
+    out = translate(messages=[USER, {"role": "tool", "tool_call_id": "c", "content": [
+        {"type": "document", "document": {"data": {"city": "Zürich"}}}]}])
+    assert out["messages"][1]["content"] == '{"city": "Zürich"}'
+
+
 def test_assistant_tool_calls_without_plan_have_no_content() -> None:
     out = translate(messages=[USER, {"role": "assistant", "tool_calls": [
         {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
@@ -145,12 +191,37 @@ def test_assistant_tool_calls_without_plan_have_no_content() -> None:
 def test_documents_become_a_system_message_after_the_callers_own() -> None:
     out = translate(messages=[{"role": "system", "content": "Be brief."}, USER],
                     documents=["Paris is in France.", {"id": "w1", "data": {"title": "Rome", "text": "In Italy."}}])
-    assert out["messages"][0] == {"role": "system", "content": "Be brief."}
-    documents = out["messages"][1]
-    assert documents["role"] == "system"
-    assert "[doc_0] Paris is in France." in documents["content"]
-    assert '[w1] {"title": "Rome", "text": "In Italy."}' in documents["content"]
-    assert out["messages"][2] == {"role": "user", "content": "hi"}
+    assert out["messages"] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "system", "content": "Use the following documents to answer. Each starts with its id in square "
+                                      "brackets.\n[doc_0] Paris is in France.\n"
+                                      '[w1] {"title": "Rome", "text": "In Italy."}'},
+        {"role": "user", "content": "hi"},
+    ]
+    assert "documents" not in out  # the model reads them in its prompt
+
+
+def native(**body: Any) -> dict[str, Any]:
+    request = parse_chat_request(json.dumps({"model": "m", "messages": [USER], **body}).encode())
+    return to_openai_request(request, citation_sources(request), native_documents=True)
+
+
+def test_native_documents_go_as_cohere_documents_with_their_citation_mode() -> None:
+    """A model LiteLLM serves through its Cohere provider reads documents itself and cites them natively."""
+    out = native(documents=["Paris is in France.", {"id": "w1", "data": {"title": "Rome", "text": "In Italy."}}],
+                 citation_options={"mode": "ACCURATE"})
+    assert out["documents"] == [{"id": "doc_0", "data": {"text": "Paris is in France."}},
+                                {"id": "w1", "data": {"title": "Rome", "text": "In Italy."}}]
+    assert out["citation_options"] == {"mode": "ACCURATE"}
+    assert out["messages"] == [{"role": "user", "content": "hi"}]  # no prompt: no documents, no markup
+
+
+def test_native_documents_without_a_citation_mode_or_documents() -> None:
+    out = native(documents=["Paris is in France."])
+    assert out["documents"] == [{"id": "doc_0", "data": {"text": "Paris is in France."}}]
+    assert "citation_options" not in out
+    assert "citation_options" not in native(documents=["x"], citation_options={})
+    assert "documents" not in native()
 
 
 def test_document_ids_are_the_callers_else_positional() -> None:
@@ -168,6 +239,24 @@ def test_documents_with_citations_ask_for_markup() -> None:
     out = grounded(documents=["Paris is in France."])
     assert out["messages"][0]["content"].endswith(INSTRUCTIONS)
     assert "[doc_0] Paris is in France." in out["messages"][0]["content"]
+
+
+def test_sources_are_cohere_source_objects() -> None:
+    """What a citation's `sources` carry: Cohere's document and tool sources, by the id they are cited by."""
+    request = parse_chat_request(json.dumps({"model": "m", "documents": ["Paris", {"data": {"city": "Zürich"}}],
+                                             "messages": [USER, {"role": "tool", "tool_call_id": "c1",
+                                                                 "content": "21 degrees"}]}).encode())
+    assert citation_sources(request) == {
+        "doc_0": {"type": "document", "id": "doc_0", "document": {"text": "Paris", "id": "doc_0"}},
+        "doc_1": {"type": "document", "id": "doc_1", "document": {"city": "Zürich", "id": "doc_1"}},
+        "c1": {"type": "tool", "id": "c1", "tool_output": {"text": "21 degrees"}},
+    }
+    prompt = to_openai_request(request, citation_sources(request))["messages"][0]["content"]
+    assert '[doc_1] {"city": "Zürich"}' in prompt  # UTF-8, as the caller wrote it
+
+
+def test_no_sources_without_documents_or_tool_results() -> None:
+    assert citation_sources(parse_chat_request(json.dumps({"model": "m", "messages": [USER]}).encode())) is None
 
 
 def test_citations_off_gives_the_documents_without_markup_instructions() -> None:
@@ -220,6 +309,33 @@ INVALID = [
                  "response_format.json_schema.maximum: -Infinity", "not a JSON number", id="minus-infinity-in-schema"),
     pytest.param({"messages": [USER, {"role": "assistant", "content": "x", "citations": [{"start": math.inf}]}]},
                  "messages[1].citations[0].start: Infinity", "not a JSON number", id="infinity-in-citations"),
+    # Every bound just past its edge is refused.
+    pytest.param({"max_tokens": 0}, "max_tokens", "0", id="max-tokens-0"),
+    pytest.param({"k": -1}, "k", "-1", id="k-negative"),
+    pytest.param({"presence_penalty": 1.01}, "presence_penalty", "1.01", id="presence-penalty-over-1"),
+    pytest.param({"priority": 1000}, "priority", "1000", id="priority-1000"),
+    pytest.param({"priority": -1}, "priority", "-1", id="priority-negative"),
+    pytest.param({"thinking": {"type": "enabled", "token_budget": 0}}, "thinking.token_budget", "0",
+                 id="thinking-budget-0"),
+    pytest.param({"tools": [{"type": "function", "function": {"name": ""}}]}, "tools[0].function.name",
+                 "at least 1 character", id="tool-without-name"),
+    pytest.param({"tools": [{"type": "retrieval", "function": {"name": "f"}}]}, "tools[0].type", "function",
+                 id="tool-type"),
+    pytest.param({"temperature": "0.5"}, "temperature", "0.5", id="no-coercion-from-strings"),
+    pytest.param({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {
+        "url": "ftp://example.com/cat.png"}}]}]}, "messages[0].content[0].image_url.url",
+        "must be an http(s) URL or a base64 data URI", id="image-url-scheme"),
+    pytest.param({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {
+        "url": "https://example.com/cat.png", "detail": "medium"}}]}]}, "messages[0].content[0].image_url.detail",
+        "medium", id="image-detail"),
+    pytest.param({"messages": [{"role": "assistant", "content": [{"type": "thinking"}]}]},
+                 "messages[0].content[0].thinking", "required", id="thinking-block-without-text"),
+    pytest.param({"messages": [{"role": "assistant", "tool_calls": [{"id": "c", "type": "retrieval", "function": {
+        "name": "f"}}]}]}, "messages[0].tool_calls[0].type", "function", id="tool-call-type"),
+    pytest.param({"messages": [{"role": "assistant", "content": "x", "citations": "none"}]},
+                 "messages[0].citations", "valid array", id="assistant-citations-not-a-list"),
+    pytest.param({"model": ""}, "model", "at least 1 character", id="empty-model"),
+    pytest.param({"messages": []}, "messages", "at least 1 item", id="no-messages"),
 ]
 
 

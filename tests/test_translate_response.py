@@ -111,3 +111,35 @@ def test_missing_usage_is_zero() -> None:
     assert to_cohere_response(response)["usage"] == {
         "billed_units": {"input_tokens": 0, "output_tokens": 0},
         "tokens": {"input_tokens": 0, "output_tokens": 0}, "cached_tokens": 0}
+
+
+def test_an_unknown_finish_reason_is_complete() -> None:
+    assert to_cohere_response(openai_response({"content": "x"}, "end_turn"))["finish_reason"] == "COMPLETE"
+
+
+def test_cached_tokens_in_anthropics_spelling() -> None:
+    response = openai_response({"content": "x"})
+    response["usage"] = {"prompt_tokens": 10, "completion_tokens": 2, "cache_read_input_tokens": 7}
+    assert to_cohere_response(response)["usage"]["cached_tokens"] == 7
+
+
+def test_reasoning_in_the_reasoning_field() -> None:
+    out = to_cohere_response(openai_response({"content": "Yes.", "reasoning": "Because."}))
+    assert out["message"]["content"][0] == {"type": "thinking", "thinking": "Because."}
+
+
+def test_thinking_blocks_without_text_add_nothing() -> None:
+    """Anthropic's redacted thinking has no readable text."""
+    out = to_cohere_response(openai_response({"content": "Yes.", "thinking_blocks": [
+        {"type": "redacted_thinking", "data": "opaque"}, {"type": "thinking", "thinking": "Because."}]}))
+    assert out["message"]["content"][0] == {"type": "thinking", "thinking": "Because."}
+
+
+def test_missing_ids_and_names_are_empty_strings() -> None:
+    """Cohere's schema has strings there; a provider's nulls would fail the client's parsing."""
+    response = openai_response({"content": None, "tool_calls": [
+        {"id": None, "type": "function", "function": {"name": None, "arguments": None}}]}, "tool_calls")
+    del response["id"]
+    out = to_cohere_response(response)
+    assert out["id"] == ""
+    assert out["message"]["tool_calls"] == [{"id": "", "type": "function", "function": {"name": "", "arguments": ""}}]
