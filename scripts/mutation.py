@@ -33,7 +33,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,9 +67,64 @@ UNIT_TESTS = [
     "tests/test_virtual_keys.py",
 ]
 
-# Mutants that cannot change behaviour, by (file, enclosing definition, change), each with why.
-# Keep this short and honest: a mutant listed here is never run.
-EQUIVALENT: dict[tuple[str, str, str], str] = {}
+# Mutants that cannot change what the code does, by (file, definition, the changed line, change), each with
+# why. Keep this short and honest: a mutant listed here is never run, and an entry that matches no mutant
+# any more (the line changed) is reported, to be checked again.
+_STATUSES = "400 and 500 are kept by the rule for statuses outside the set as well"
+_UNREACHED = "400 and 500 are in the set of kept statuses: they never reach this rule"
+_DEFAULT_4XX = "without this entry a 4xx gets the same default (and 401's own entry comes later in the literal)"
+_COHERE_STATUSES = "_COHERE_STATUSES = frozenset({400, 401, 402, 403, 404, 422, 429, 498, 499, 500, 501, 503, 504})"
+_STATUS_RULE = "return 500 if upstream_status >= 500 or upstream_status < 400 else 400"
+_TEXT_INDEX = "self._text_index = 0  # the content index of the text block, which citations point into"
+_SET_WHEN_OPENED = "set when the text block opens, and a citation only follows text already sent"
+_NOT_A_TAG_PREFIX = "elif not final and len(text) - lt < len(CLOSE) and (OPEN.startswith(text[lt:])"
+_CURVES = 'return _EC_ALGORITHMS.get({"secp256r1": "P-256", "secp384r1": "P-384"}.get(key.curve.name, ""), frozenset())'
+EQUIVALENT: dict[tuple[str, str, str, str], str] = {
+    ("plugin/cohere/errors.py", "<module>", _COHERE_STATUSES, "400 -> 401"): _STATUSES,
+    ("plugin/cohere/errors.py", "<module>", _COHERE_STATUSES, "500 -> 501"): _STATUSES,
+    ("plugin/cohere/errors.py", "cohere_status", _STATUS_RULE, "`>=` -> `>` in `upstream_status >= 500`"): _UNREACHED,
+    ("plugin/cohere/errors.py", "cohere_status", _STATUS_RULE, "`<` -> `<=` in `upstream_status < 400`"): _UNREACHED,
+    ("plugin/cohere/errors.py", "cohere_status", _STATUS_RULE, "500 -> 501 in `upstream_status >= 500`"): _UNREACHED,
+    ("plugin/cohere/errors.py", "cohere_status", _STATUS_RULE, "400 -> 401 in `upstream_status < 400`"): _UNREACHED,
+    ("plugin/cohere/errors.py", "<module>", '400: "invalid_request_error",', "400 -> 401"): _DEFAULT_4XX,
+    ("plugin/cohere/errors.py", "<module>", '422: "invalid_request_error",', "422 -> 423"): _DEFAULT_4XX,
+    ("plugin/cohere/errors.py", "<module>", '400: "invalid_request",', "400 -> 401"): _DEFAULT_4XX,
+    ("plugin/cohere/errors.py", "call_failure_message",
+     'said = _LITELLM_WRAPPING.sub("", text, count=1).strip() or text', "1 -> 2 in `count=`"):
+        "the pattern is anchored at the start (^): it cannot match a second time",
+    ("plugin/cohere/errors.py", "from_validation_error", "problems = error.errors(include_url=False)",
+     "False -> True in `include_url=`"): "only `loc`, `type`, `msg`, `ctx` and `input` are read, never `url`",
+    ("plugin/cohere/response.py", "<module>", '"stop": "COMPLETE",', "'stop' -> ''"):
+        "without the entry, 'stop' gets the default, COMPLETE",
+    ("plugin/cohere/response.py", "finish_reason", 'return _FINISH_REASONS.get(openai_reason or "stop", "COMPLETE")',
+     "'stop' -> '' in `openai_reason or 'stop'`"): "no reason then gets the default, COMPLETE, as 'stop' does",
+    ("plugin/cohere/stream.py", "CohereStream.__init__", _TEXT_INDEX, "delete `self._text_index = 0`"):
+        _SET_WHEN_OPENED,
+    ("plugin/cohere/stream.py", "CohereStream.__init__", _TEXT_INDEX, "0 -> 1"): _SET_WHEN_OPENED,
+    ("plugin/cohere/stream.py", "CohereStream.__init__", "self._openai_tool_index: int | None = None",
+     "delete `self._openai_tool_index: int | None = None`"): "read only while a tool call is open, which sets it",
+    ("plugin/cohere/citations.py", "CitationMarkup._scan", "if gt >= 0:", "`>=` -> `>` in `gt >= 0`"):
+        "`rest` starts with `<co:` or `</co`: `>` is never at 0",
+    ("plugin/cohere/citations.py", "CitationMarkup._scan", "if gt >= 0:", "0 -> 1 in `gt >= 0`"):
+        "`rest` starts with `<co:` or `</co`: `>` is never at 0",
+    ("plugin/cohere/citations.py", "CitationMarkup._scan", _NOT_A_TAG_PREFIX,
+     "`<` -> `<=` in `len(text) - lt < len(CLOSE)`"):
+        "4 characters that begin `<co:` or `</co` are those tags, which the branch before takes",
+    ("plugin/cohere/request.py", "_messages", "with_documents: bool = True) -> list[dict[str, Any]]:",
+     "True -> False"): "its one caller always passes it",
+    ("plugin/auth/tokens.py", "_algorithms_for_public_key", _CURVES,
+     "'' -> 'XX' in argument 2 of `{'secp256r1': 'P-256', 'secp384r1': '...`"):
+        "a curve that is not in the table gets no algorithms either way",
+    ("plugin/auth/tokens.py", "JwksCache._wants_refresh", "return False", "`return False` -> `return None`"):
+        "its caller only tests its truth",
+    ("plugin/auth/keys.py", "VirtualKey", 'source: Literal["config", "proxy"]', "'config' -> ''"):
+        "a dataclass does not check its annotations",
+    ("plugin/auth/keys.py", "VirtualKey", 'source: Literal["config", "proxy"]', "'proxy' -> ''"):
+        "a dataclass does not check its annotations",
+    ("plugin/auth/keys.py", "_datetime", 'parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))',
+     "'+00:00' -> '' in argument 2 of `str(value).replace`"):
+        "Python 3.11 reads `Z` itself; a time without a zone is taken as UTC anyway",
+}
 
 # Third-party modules the tests import, loaded once here so that each forked child starts warm (LiteLLM's
 # proxy takes 8 s: tests/test_virtual_keys.py reaches the auth hook). Nothing of `plugin` or `tests` is
@@ -90,11 +145,12 @@ class Mutant:
     lines: frozenset[int]  # executing any of these means a test reaches the change
     import_time: bool  # the change takes effect when the module is imported (module or class body)
     where: str  # the enclosing definition, `<module>` at the top
+    code: str  # the changed line, stripped
     change: str
 
     @property
-    def key(self) -> tuple[str, str, str]:
-        return self.file, self.where, self.change
+    def key(self) -> tuple[str, str, str, str]:
+        return self.file, self.where, self.code, self.change
 
 
 _COMPARE: dict[type[ast.cmpop], type[ast.cmpop]] = {
@@ -226,7 +282,7 @@ def _variants(node: ast.AST, context: _Context) -> Iterator[tuple[str, str, Call
         yield "not", f"`{_short(node)}` -> `{_short(node.operand)}`", _replace_with_operand
     elif isinstance(node, ast.Constant) and _changed_constant(node.value) is not None:
         new_value = _changed_constant(node.value)
-        yield "constant", f"{node.value!r} -> {new_value!r}", _replace_constant(new_value)
+        yield "constant", f"{node.value!r} -> {new_value!r}{_within(node, context)}", _replace_constant(new_value)
     elif isinstance(node, ast.Return) and node.value is not None \
             and not (isinstance(node.value, ast.Constant) and node.value.value is None):
         yield "return", f"`{_short(node)}` -> `return None`", _return_none
@@ -237,6 +293,18 @@ def _variants(node: ast.AST, context: _Context) -> Iterator[tuple[str, str, Call
         parent, _, position = context.parents[node]
         if position is not None and not isinstance(parent, ast.Module):
             yield "delete", f"delete `{_short(node)}`", _replace_statement(ast.Pass)
+
+
+def _within(node: ast.AST, context: _Context) -> str:
+    """Where a constant sits, when that tells it apart from others on its line: ` in `x >= 500``."""
+    parent, name, position = context.parents[node]
+    if isinstance(parent, ast.keyword):
+        return f" in `{parent.arg}=`"
+    if isinstance(parent, ast.Call) and name == "args" and position is not None:
+        return f" in argument {position + 1} of `{_short(parent.func, 40)}`"
+    if isinstance(parent, ast.expr) and not isinstance(parent, (ast.Dict, ast.Set, ast.List, ast.Tuple)):
+        return f" in `{_short(parent, 40)}`"
+    return ""
 
 
 def _set_compare(position: int, new: type[ast.cmpop]) -> Callable[[ast.AST, _Context], None]:
@@ -279,6 +347,7 @@ def _replace_statement(kind: type[ast.stmt]) -> Callable[[ast.AST, _Context], No
 
 def mutants_of(file: str) -> list[Mutant]:
     source = (ROOT / file).read_text()
+    source_lines = source.splitlines()
     _, nodes, context = _tree(source)
     found = []
     for index, node in enumerate(nodes):
@@ -290,7 +359,8 @@ def mutants_of(file: str) -> list[Mutant]:
             if operator != "delete" and isinstance(node, ast.expr):
                 lines |= set(range(node.lineno, (node.end_lineno or node.lineno) + 1))
             found.append(Mutant(file, index, operator, node.lineno, frozenset(lines),
-                                not _in_function_body(node, context), _where(node, context), change))
+                                not _in_function_body(node, context), _where(node, context),
+                                source_lines[node.lineno - 1].strip(), change))
     return found
 
 
@@ -603,9 +673,10 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.monotonic()
     mutants = [mutant for file in files for mutant in mutants_of(file)]
-    stale = sorted(set(EQUIVALENT) - {mutant.key for mutant in mutants_of_all()})
-    if stale:
-        print(f"warning: EQUIVALENT names mutants that no longer exist: {stale}", file=sys.stderr)
+    keys = Counter(mutant.key for mutant in mutants_of_all())
+    for key in EQUIVALENT:
+        if keys[key] != 1:
+            print(f"warning: EQUIVALENT entry matches {keys[key]} mutants, not 1: {key}", file=sys.stderr)
     coverage = line_coverage(UNIT_TESTS)
     print(f"{len(mutants)} mutants in {len(files)} files; {len(coverage.durations)} unit tests "
           f"({sum(coverage.durations.values()):.1f} s)", file=sys.stderr)
