@@ -154,6 +154,8 @@ def test_a_body_that_is_not_an_object(body: bytes) -> None:
      "messages[0].role: unknown value 'robot', expected one of 'system', 'user', 'assistant', 'tool'"),
     ({"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": 2}, "invalid_field",
      "temperature: Input should be less than or equal to 1, got 2"),
+    ({"model": "m", "messages": [{"role": "user", "content": "hi"}], "citation_options": "FAST"}, "invalid_field",
+     "citation_options: Input should be an object, got 'FAST'"),  # an object expected inside the body
 ])
 def test_validation_errors_have_a_code_and_name_the_field(body: dict, code: str, message: str) -> None:
     error = parse_error(json.dumps(body).encode())
