@@ -150,3 +150,134 @@ def test_limit_settings_defaults() -> None:
 
     assert limit_settings(None) == LimitSettings() == limit_settings({})
     assert limit_settings({"default_max_tokens": 8}).default_max_tokens == 8
+
+
+def test_a_config_key_is_a_config_key_open_by_default() -> None:
+    """Without `blocked:` a key is usable; a config key has no key-store object and no stored spend."""
+    (key,) = config_keys([{"key": A}]).values()
+    assert (key.source, key.blocked, key.stored, key.stored_spend) == ("config", False, None, 0.0)
+    (blocked,) = config_keys([{"key": A, "blocked": True}]).values()
+    assert blocked.blocked is True
+
+
+def test_keys_whose_variable_is_unset_are_skipped_wherever_they_are() -> None:
+    keys = config_keys([{"key": ""}, {"key": "os.environ/UNSET"}, {"key": None}, {"key": A}, {"key": ""},
+                        {"key": ALPHA}])
+    assert list(keys) == [key_id_of(A), key_id_of(ALPHA)]
+
+
+@pytest.mark.parametrize(("entries", "message"), [
+    ({"key": A}, "mpilot.virtual_keys must be a list"),
+    ([A], "mpilot.virtual_keys[0] must be a mapping"),
+])
+def test_the_list_and_its_entries_must_have_their_shape(entries: object, message: str) -> None:
+    with pytest.raises(KeyConfigError) as raised:
+        config_keys(entries)
+    assert str(raised.value) == message
+    assert config_keys(None) == {}
+
+
+def test_zero_limits_are_allowed() -> None:
+    """A budget of $0 or a limit of 0 requests is a way to stop a key's calls while keeping it listed."""
+    (key,) = config_keys([{"key": A, "max_budget": 0, "rpm_limit": 0, "tpm_limit": 0}]).values()
+    assert (key.max_budget, key.rpm_limit, key.tpm_limit) == (0.0, 0, 0)
+    assert key.has_limits
+
+
+def test_expires_from_yaml_is_a_time_and_a_time_without_zone_is_utc() -> None:
+    import yaml
+
+    entries = yaml.safe_load(f"- key: {A}\n  expires: 2027-01-01T00:00:00Z\n"
+                             f"- key: {ALPHA}\n  expires: 2027-06-01 12:00:00\n")
+    assert isinstance(entries[0]["expires"], datetime)  # YAML reads a timestamp itself
+    keys = config_keys(entries)
+    assert keys[key_id_of(A)].expires == datetime(2027, 1, 1, tzinfo=UTC)
+    assert keys[key_id_of(ALPHA)].expires == datetime(2027, 6, 1, 12, tzinfo=UTC)
+    (text,) = config_keys([{"key": A, "expires": "2027-06-01T12:00:00"}]).values()
+    assert text.expires == datetime(2027, 6, 1, 12, tzinfo=UTC)
+
+
+def test_a_key_expires_at_its_time() -> None:
+    (key,) = config_keys([{"key": A, "expires": "2027-01-01T00:00:00Z"}]).values()
+    moment = datetime(2027, 1, 1, tzinfo=UTC)
+    assert not key.expired(moment.replace(year=2026))
+    assert key.expired(moment)
+    (forever,) = config_keys([{"key": A}]).values()
+    assert not forever.expired(moment)
+
+
+def test_counter_names() -> None:
+    """The ledger's counters, shared by every proxy on one Redis: their names must not drift."""
+    (key,) = config_keys([{"key": A, "user_id": "u", "team_id": "t", "rpm_limit": 5}]).values()
+    now = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+    assert key.requests_counter == f"mpilot:rpm:key:{key.key_id}"
+    assert key.tokens_counter == f"mpilot:tpm:key:{key.key_id}"
+    assert key.spend_counters(now) == [(f"mpilot:nanos:key:{key.key_id}", 315_360_000),
+                                       ("mpilot:nanos:user:u", 315_360_000), ("mpilot:nanos:team:t", 315_360_000)]
+
+
+@pytest.mark.parametrize(("entry", "limited"), [
+    ({}, False), ({"max_budget": 1}, True), ({"rpm_limit": 5}, True), ({"tpm_limit": 5}, True),
+    ({"budget_duration": "1d"}, False),
+])
+def test_has_limits(entry: dict, limited: bool) -> None:
+    (key,) = config_keys([{"key": A, **entry}]).values()
+    assert key.has_limits is limited
+
+
+def test_a_keys_repr_shows_neither_the_key_nor_its_store_object() -> None:
+    import dataclasses
+
+    from plugin.auth.keys import VirtualKey
+
+    class Stored:
+        def __repr__(self) -> str:
+            return "Stored(token='sk-bf-secret')"
+
+    key = VirtualKey(key_id=key_id_of(A), source="proxy", stored=Stored())
+    assert "sk-bf-secret" not in repr(key) and "Stored" not in repr(key)
+    assert key == VirtualKey(key_id=key_id_of(A), source="proxy", stored=Stored())  # equal by what it grants
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        key.blocked = True  # type: ignore[misc]
+
+
+def test_limit_settings_documented_defaults_and_edges() -> None:
+    """README "Configuration": reservations free themselves after 900 s; 4096 tokens when none asked."""
+    from plugin.auth.keys import limit_settings
+
+    settings = limit_settings({})
+    assert (settings.ledger_path, settings.reservation_ttl_seconds, settings.default_max_tokens) == (
+        ".mpilot-ledger.sqlite3", 900, 4096)
+    assert limit_settings({"reservation_ttl_seconds": 1, "default_max_tokens": 1}).default_max_tokens == 1
+
+
+@pytest.mark.parametrize("section", [
+    {"leeway_seconds": 0}, {"leeway_seconds": 86_400}, {"jwks_cooldown_seconds": 0.5}, {"verified_cache_size": 1},
+])
+def test_jwt_settings_edges_accepted(section: dict) -> None:
+    from plugin.auth.tokens import jwt_settings
+
+    (name, value), = section.items()
+    assert getattr(jwt_settings(section), name) == value
+
+
+@pytest.mark.parametrize(("section", "message"), [
+    ({"leeway_seconds": 86_401}, "mpilot.jwt.leeway_seconds must be a number of seconds from 0 to 86400, got 86401"),
+    ({"verified_cache_size": 1.5}, "mpilot.jwt.verified_cache_size must be a whole number >= 1, got 1.5"),
+    *(({name: 42}, f"mpilot.jwt.{name} must be a string")
+      for name in ("issuer", "audience", "jwks_url", "public_key", "secret")),
+    ({"isuser": "x"}, "mpilot.jwt has unknown fields ['isuser']; known: "),
+])
+def test_bad_jwt_settings_messages(section: dict, message: str) -> None:
+    from plugin.auth.tokens import jwt_settings
+
+    with pytest.raises(ValueError) as raised:
+        jwt_settings(section)
+    assert str(raised.value).startswith(message)
+
+
+def test_empty_jwt_settings_count_as_absent() -> None:
+    from plugin.auth.tokens import jwt_settings
+
+    settings = jwt_settings({"issuer": "", "audience": None, "secret": "s"})
+    assert (settings.issuer, settings.audience, settings.has_key_material) == (None, None, True)
