@@ -24,8 +24,10 @@ from __future__ import annotations
 import argparse
 import ast
 import contextlib
+import gc
 import importlib.abc
 import importlib.util
+import itertools
 import json
 import os
 import signal
@@ -425,8 +427,8 @@ def _pytest(test_files: list[str], nodeids: list[str] | None, plugins: list[Any]
                               suppress_health_check=list(HealthCheck))
     settings.load_profile("mutation")
     args = [*test_files, "-q", "-p", "no:cacheprovider", "-o", "addopts=", "--no-header"]
-    if first_failure:  # a mutant's run: the first failure kills it, and no assertion rewriting (no .pyc cache)
-        args += ["-x", "--assert=plain"]
+    if first_failure:  # a mutant's run: the first failure kills it; no assertion rewriting, no traceback
+        args += ["-x", "--assert=plain", "--tb=no"]
     return int(pytest.main(args, plugins=[_Select(nodeids), *plugins]))
 
 
@@ -553,14 +555,48 @@ class Result:
     outcome: str  # killed, timeout, survived, uncovered, excluded, error
     tests: int = 0
     seconds: float = 0.0
+    killer: str | None = None  # the test that failed first
 
 
-def _run_mutant(mutant: Mutant, tests: list[str]) -> int:
+class _FirstFailure:
+    """A pytest plugin: writes the id of the first failing test to `path`."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+
+    def pytest_runtest_logreport(self, report: Any) -> None:
+        if report.failed and not os.path.exists(self._path):
+            Path(self._path).write_text(report.nodeid)
+
+
+def _run_mutant(mutant: Mutant, tests: list[str], killer_file: str) -> int:
     for name in [name for name in sys.modules if name.split(".")[0] in ("plugin", "tests")]:
         del sys.modules[name]
     sys.meta_path.insert(0, _MutantLoader(_module_name(mutant.file), str(ROOT / mutant.file), mutated_code(mutant)))
     files = sorted({test.split("::")[0] for test in tests})
-    return _pytest(files, tests, [], first_failure=True)
+    return _pytest(files, tests, [_FirstFailure(killer_file)], first_failure=True)
+
+
+class _Killers:
+    """The tests that killed earlier mutants of a definition (then of its file) run first: a test that
+    catches one change to a function tends to catch the next."""
+
+    def __init__(self) -> None:
+        self._by_place: dict[tuple[str, str], list[str]] = defaultdict(list)
+
+    def order(self, mutant: Mutant, tests: list[str]) -> list[str]:
+        first = [*self._by_place[mutant.file, mutant.where], *self._by_place[mutant.file, ""]]
+        selected = set(tests)
+        ahead = list(dict.fromkeys(test for test in first if test in selected))
+        return ahead + [test for test in tests if test not in set(ahead)]
+
+    def killed(self, mutant: Mutant, test: str) -> None:
+        for place in ((mutant.file, mutant.where), (mutant.file, "")):
+            known = self._by_place[place]
+            if test in known:
+                known.remove(test)
+            known.insert(0, test)
+            del known[5:]
 
 
 def run(mutants: list[Mutant], coverage: Coverage, workers: int, progress: bool) -> list[Result]:
@@ -573,32 +609,42 @@ def run(mutants: list[Mutant], coverage: Coverage, workers: int, progress: bool)
             results.append(Result(mutant, "uncovered"))
         else:
             queue.append((mutant, coverage.tests_for(mutant)))
-    running: dict[int, tuple[Mutant, list[str], float, float]] = {}
+    running: dict[int, tuple[Mutant, list[str], float, float, str]] = {}
     total, done = len(queue), 0
-    while queue or running:
-        while queue and len(running) < workers:
-            mutant, tests = queue.pop(0)
-            expected = sum(coverage.durations.get(test, 0.0) for test in tests)
-            pid = _child(lambda mutant=mutant, tests=tests: _run_mutant(mutant, tests))
-            running[pid] = (mutant, tests, time.monotonic(), 10 + 2 * expected)  # traced times: slower
-        time.sleep(0.02)
-        for pid in list(running):
-            mutant, tests, started, timeout = running[pid]
-            finished, status = os.waitpid(pid, os.WNOHANG)
-            elapsed = time.monotonic() - started
-            if finished:
-                code = os.waitstatus_to_exitcode(status)
-                outcome = {0: "survived", 1: "killed", 2: "killed"}.get(code, "error")
-            elif elapsed > timeout:
-                _kill(pid)
-                outcome = "timeout"
-            else:
-                continue
-            del running[pid]
-            done += 1
-            results.append(Result(mutant, outcome, len(tests), elapsed))
-            if progress:
-                print(f"[{done}/{total}] {outcome:8} {mutant.file}:{mutant.line} {mutant.change}", file=sys.stderr)
+    killers = _Killers()
+    serial = itertools.count()
+    queue.sort(key=lambda item: (TARGETS.index(item[0].file), item[0].line))  # a definition's mutants together
+    with tempfile.TemporaryDirectory() as folder:
+        while queue or running:
+            while queue and len(running) < workers:
+                mutant, tests = queue.pop(0)
+                tests = killers.order(mutant, tests)
+                expected = sum(coverage.durations.get(test, 0.0) for test in tests)
+                killer_file = f"{folder}/{next(serial)}"
+                pid = _child(lambda m=mutant, t=tests, k=killer_file: _run_mutant(m, t, k))
+                running[pid] = (mutant, tests, time.monotonic(), 10 + 2 * expected, killer_file)  # traced: slower
+            time.sleep(0.02)
+            for pid in list(running):
+                mutant, tests, started, timeout, killer_file = running[pid]
+                finished, status = os.waitpid(pid, os.WNOHANG)
+                elapsed = time.monotonic() - started
+                if finished:
+                    code = os.waitstatus_to_exitcode(status)
+                    outcome = {0: "survived", 1: "killed", 2: "killed"}.get(code, "error")
+                elif elapsed > timeout:
+                    _kill(pid)
+                    outcome = "timeout"
+                else:
+                    continue
+                del running[pid]
+                done += 1
+                killer = Path(killer_file).read_text() if os.path.exists(killer_file) else None
+                if outcome == "killed" and killer:
+                    killers.killed(mutant, killer)
+                results.append(Result(mutant, outcome, len(tests), elapsed, killer))
+                if progress:
+                    print(f"[{done}/{total}] {outcome:8} {mutant.file}:{mutant.line} {mutant.change}",
+                          file=sys.stderr)
     return results
 
 
@@ -670,6 +716,7 @@ def main(argv: list[str] | None = None) -> int:
         importlib.import_module(name)
     if threading.active_count() > 1:  # a forked child gets no copy of them, and may inherit their locks held
         sys.exit(f"importing {_WARM} started threads: {threading.enumerate()}; cannot fork safely")
+    gc.freeze()  # the garbage collector of each child then skips all of that (pytest collects at its end: 1 s)
 
     started = time.monotonic()
     mutants = [mutant for file in files for mutant in mutants_of(file)]
@@ -683,7 +730,8 @@ def main(argv: list[str] | None = None) -> int:
     results = run(mutants, coverage, options.workers, options.progress)
     if options.json:
         Path(options.json).write_text(json.dumps([{**r.mutant.__dict__, "lines": sorted(r.mutant.lines),
-                                                   "outcome": r.outcome, "tests": r.tests, "seconds": r.seconds}
+                                                   "outcome": r.outcome, "tests": r.tests, "seconds": r.seconds,
+                                                   "killer": r.killer}
                                                   for r in results], indent=1))
     good = report(results, files, options.markdown, options.uncovered)
     print(f"\n{time.monotonic() - started:.0f} s with {options.workers} workers", file=sys.stderr)
