@@ -85,6 +85,8 @@ NATIVE_TEXT = "Paris is in France. Rome is in Italy."
 NATIVE_SOURCES = {
     **SOURCES,
     "fn:call:1": {"type": "tool", "id": "fn:call:1", "tool_output": {"temp": 21}},  # an id may hold colons
+    "call_2:0": {"type": "tool", "id": "call_2:0", "tool_output": {"text": "sunny"}},  # a result of two blocks
+    "call_2:1": {"type": "tool", "id": "call_2:1", "tool_output": {"wind": 3}},
 }
 
 
@@ -110,6 +112,7 @@ def test_native_citations_from_the_providers_annotations() -> None:
         url_citation(0, 18, "source:fn:call:1:0"),  # Cohere names a tool result's block <tool_call_id>:<n>
         url_citation(0, 18, "source:doc_0"),  # the same source twice
         url_citation(20, end, "source:call_1"),
+        url_citation(20, end, "source:call_2:1"),  # a block of a result that has several
     ]
     message = {"role": "assistant", "content": NATIVE_TEXT, "annotations": annotations}
     response = {"id": "x", "choices": [{"index": 0, "message": message, "finish_reason": "stop"}]}
@@ -117,7 +120,7 @@ def test_native_citations_from_the_providers_annotations() -> None:
     assert out["message"]["content"] == [{"type": "text", "text": NATIVE_TEXT}]
     assert [(c["start"], c["end"], c["text"], c["sources"]) for c in out["message"]["citations"]] == [
         (0, 18, "Paris is in France", [NATIVE_SOURCES["doc_0"], NATIVE_SOURCES["fn:call:1"]]),
-        (20, end, "Rome is in Italy.", [NATIVE_SOURCES["call_1"]]),
+        (20, end, "Rome is in Italy.", [NATIVE_SOURCES["call_1"], NATIVE_SOURCES["call_2:1"]]),
     ]
 
 

@@ -117,6 +117,8 @@ CONVERSATION = [
         {"type": "text", "text": "What is in this picture?"},
         {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}},
         {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo=", "detail": "high"}},
+        {"type": "image_url", "image_url": {"url": "http://example.com/a.png", "detail": "low"}},
+        {"type": "image_url", "image_url": {"url": "https://example.com/b.png", "detail": "auto"}},
     ]},
     {"role": "assistant", "content": [{"type": "thinking", "thinking": "A cat, clearly."},
                                       {"type": "text", "text": "A cat."}]},
@@ -138,6 +140,8 @@ EXPECTED_CONVERSATION = [
         {"type": "text", "text": "What is in this picture?"},
         {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}},
         {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo=", "detail": "high"}},
+        {"type": "image_url", "image_url": {"url": "http://example.com/a.png", "detail": "low"}},
+        {"type": "image_url", "image_url": {"url": "https://example.com/b.png", "detail": "auto"}},
     ]},
     {"role": "assistant", "content": "A cat."},
     {"role": "user", "content": "Search for cats."},
@@ -245,11 +249,17 @@ def test_sources_are_cohere_source_objects() -> None:
     """What a citation's `sources` carry: Cohere's document and tool sources, by the id they are cited by."""
     request = parse_chat_request(json.dumps({"model": "m", "documents": ["Paris", {"data": {"city": "Zürich"}}],
                                              "messages": [USER, {"role": "tool", "tool_call_id": "c1",
-                                                                 "content": "21 degrees"}]}).encode())
+                                                                 "content": "21 degrees"},
+                                                          {"role": "tool", "tool_call_id": "c2", "content": [
+                                                              {"type": "text", "text": "sunny"},
+                                                              {"type": "document", "document": {"data": {"w": 3}}}]}]
+                                             }).encode())
     assert citation_sources(request) == {
         "doc_0": {"type": "document", "id": "doc_0", "document": {"text": "Paris", "id": "doc_0"}},
         "doc_1": {"type": "document", "id": "doc_1", "document": {"city": "Zürich", "id": "doc_1"}},
         "c1": {"type": "tool", "id": "c1", "tool_output": {"text": "21 degrees"}},
+        "c2:0": {"type": "tool", "id": "c2:0", "tool_output": {"text": "sunny"}},
+        "c2:1": {"type": "tool", "id": "c2:1", "tool_output": {"w": 3}},
     }
     prompt = to_openai_request(request, citation_sources(request))["messages"][0]["content"]
     assert '[doc_1] {"city": "Zürich"}' in prompt  # UTF-8, as the caller wrote it
