@@ -78,6 +78,7 @@ _DEFAULT_4XX = "without this entry a 4xx gets the same default (and 401's own en
 _COHERE_STATUSES = "_COHERE_STATUSES = frozenset({400, 401, 402, 403, 404, 422, 429, 498, 499, 500, 501, 503, 504})"
 _STATUS_RULE = "return 500 if upstream_status >= 500 or upstream_status < 400 else 400"
 _TEXT_INDEX = "self._text_index = 0  # the content index of the text block, which citations point into"
+_TYPE_UNREAD = "the default of a `type` nothing reads: the translation writes 'function' itself"
 _SET_WHEN_OPENED = "set when the text block opens, and a citation only follows text already sent"
 _NOT_A_TAG_PREFIX = "elif not final and len(text) - lt < len(CLOSE) and (OPEN.startswith(text[lt:])"
 _CURVES = 'return _EC_ALGORITHMS.get({"secp256r1": "P-256", "secp384r1": "P-384"}.get(key.curve.name, ""), frozenset())'
@@ -100,6 +101,11 @@ EQUIVALENT: dict[tuple[str, str, str, str], str] = {
         "without the entry, 'stop' gets the default, COMPLETE",
     ("plugin/cohere/response.py", "finish_reason", 'return _FINISH_REASONS.get(openai_reason or "stop", "COMPLETE")',
      "'stop' -> '' in `openai_reason or 'stop'`"): "no reason then gets the default, COMPLETE, as 'stop' does",
+    ("plugin/cohere/response.py", "spans_from_annotations", 'url = str(cited.get("url") or "")',
+     "'' -> 'XX' in `cited.get('url') or ''`"): "'XX', like '', does not start with 'source:'",
+    ("plugin/cohere/schema.py", "ToolCall", 'type: Literal["function"] = "function"', "'function' -> ''"):
+        _TYPE_UNREAD,
+    ("plugin/cohere/schema.py", "Tool", 'type: Literal["function"] = "function"', "'function' -> ''"): _TYPE_UNREAD,
     ("plugin/cohere/stream.py", "CohereStream.__init__", _TEXT_INDEX, "delete `self._text_index = 0`"):
         _SET_WHEN_OPENED,
     ("plugin/cohere/stream.py", "CohereStream.__init__", _TEXT_INDEX, "0 -> 1"): _SET_WHEN_OPENED,
@@ -569,12 +575,30 @@ class _FirstFailure:
             Path(self._path).write_text(report.nodeid)
 
 
-def _run_mutant(mutant: Mutant, tests: list[str], killer_file: str) -> int:
+def _run_mutant(mutant: Mutant | None, tests: list[str], killer_file: str, file: str = "") -> int:
+    """The tests against `mutant` (None: against `file` unchanged, through the same loader)."""
     for name in [name for name in sys.modules if name.split(".")[0] in ("plugin", "tests")]:
         del sys.modules[name]
-    sys.meta_path.insert(0, _MutantLoader(_module_name(mutant.file), str(ROOT / mutant.file), mutated_code(mutant)))
+    if mutant is not None:
+        file, code = mutant.file, mutated_code(mutant)
+    else:
+        code = compile((ROOT / file).read_text(), str(ROOT / file), "exec")
+    sys.meta_path.insert(0, _MutantLoader(_module_name(file), str(ROOT / file), code))
     files = sorted({test.split("::")[0] for test in tests})
     return _pytest(files, tests, [_FirstFailure(killer_file)], first_failure=True)
+
+
+def check_harness(files: list[str], coverage: Coverage) -> None:
+    """Each file, unchanged but loaded as a mutant is, must pass all its tests: else a "kill" could be the
+    harness's doing."""
+    with tempfile.TemporaryDirectory() as folder:
+        for file in files:
+            tests = sorted({test for test, by_file in coverage.lines.items() if by_file.get(file)})
+            pid = _child(lambda f=file, t=tests: _run_mutant(None, t, f"{folder}/failed", f))
+            code = _wait(pid, 60 + 3 * sum(coverage.durations.get(test, 0.0) for test in tests))
+            if code != 0:
+                failed = Path(f"{folder}/failed").read_text() if os.path.exists(f"{folder}/failed") else "?"
+                sys.exit(f"{file} unchanged, loaded as a mutant, fails its tests (exit {code}, first {failed})")
 
 
 class _Killers:
@@ -727,6 +751,7 @@ def main(argv: list[str] | None = None) -> int:
     coverage = line_coverage(UNIT_TESTS)
     print(f"{len(mutants)} mutants in {len(files)} files; {len(coverage.durations)} unit tests "
           f"({sum(coverage.durations.values()):.1f} s)", file=sys.stderr)
+    check_harness(files, coverage)
     results = run(mutants, coverage, options.workers, options.progress)
     if options.json:
         Path(options.json).write_text(json.dumps([{**r.mutant.__dict__, "lines": sorted(r.mutant.lines),
