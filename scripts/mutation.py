@@ -29,6 +29,7 @@ import importlib.abc
 import importlib.util
 import itertools
 import json
+import math
 import os
 import signal
 import sys
@@ -685,7 +686,7 @@ def summary(results: list[Result], files: list[str]) -> list[dict[str, Any]]:
 
 
 def _percent(value: float) -> str:
-    return f"{100 * value:.0f}%"
+    return f"{math.floor(100 * value)}%"  # rounded down: 100% only when every mutant was killed
 
 
 def report(results: list[Result], files: list[str], markdown: bool, show_uncovered: bool) -> bool:
