@@ -94,7 +94,7 @@ EQUIVALENT: dict[tuple[str, str, str, str], str] = {
     ("plugin/cohere/errors.py", "<module>", '422: "invalid_request_error",', "422 -> 423"): _DEFAULT_4XX,
     ("plugin/cohere/errors.py", "<module>", '400: "invalid_request",', "400 -> 401"): _DEFAULT_4XX,
     ("plugin/cohere/errors.py", "call_failure_message",
-     'said = _LITELLM_WRAPPING.sub("", text, count=1).strip() or text', "1 -> 2 in `count=`"):
+     'said = _LITELLM_WRAPPING.sub("", text, count=1)', "1 -> 2 in `count=`"):
         "the pattern is anchored at the start (^): it cannot match a second time",
     ("plugin/cohere/errors.py", "from_validation_error", "problems = error.errors(include_url=False)",
      "False -> True in `include_url=`"): "only `loc`, `type`, `msg`, `ctx` and `input` are read, never `url`",
