@@ -156,6 +156,8 @@ def test_a_body_that_is_not_an_object(body: bytes) -> None:
      "temperature: Input should be less than or equal to 1, got 2"),
     ({"model": "m", "messages": [{"role": "user", "content": "hi"}], "citation_options": "FAST"}, "invalid_field",
      "citation_options: Input should be an object, got 'FAST'"),  # an object expected inside the body
+    ({"model": "m", "messages": [{"role": "user", "content": "hi"}], "documents": [{"data": {"n": float("nan")}}]},
+     "invalid_field", "documents[0].data.n: NaN is not a JSON number; numbers must be finite, within ±1.8e308"),
 ])
 def test_validation_errors_have_a_code_and_name_the_field(body: dict, code: str, message: str) -> None:
     error = parse_error(json.dumps(body).encode())

@@ -242,12 +242,12 @@ def test_a_keys_repr_shows_neither_the_key_nor_its_store_object() -> None:
 
 
 def test_limit_settings_documented_defaults_and_edges() -> None:
-    """README "Configuration": reservations free themselves after 900 s; 4096 tokens when none asked."""
+    """README: reservations free themselves after 900 s; 4096 tokens when none asked; bodies up to 20 MiB."""
     from plugin.auth.keys import limit_settings
 
     settings = limit_settings({})
-    assert (settings.ledger_path, settings.reservation_ttl_seconds, settings.default_max_tokens) == (
-        ".mpilot-ledger.sqlite3", 900, 4096)
+    assert (settings.ledger_path, settings.reservation_ttl_seconds, settings.default_max_tokens,
+            settings.max_request_bytes) == (".mpilot-ledger.sqlite3", 900, 4096, 20 * 2**20)
     assert limit_settings({"reservation_ttl_seconds": 1, "default_max_tokens": 1}).default_max_tokens == 1
 
 
