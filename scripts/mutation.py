@@ -96,6 +96,21 @@ EQUIVALENT: dict[tuple[str, str, str, str], str] = {
     ("plugin/cohere/errors.py", "call_failure_message",
      'said = _LITELLM_WRAPPING.sub("", text, count=1)', "1 -> 2 in `count=`"):
         "the pattern is anchored at the start (^): it cannot match a second time",
+    ("plugin/cohere/errors.py", "call_failure_message",
+     "said = _ROUTER_FALLBACK_NOTE.split(said, maxsplit=1)[0].strip() or text", "1 -> 2 in `maxsplit=`"):
+        "only the first piece is kept, and it is the same however many splits follow",
+    ("plugin/cohere/errors.py", "<module>", 'NON_FINITE_NUMBER = "non_finite_number"', "'non_finite_number' -> ''"):
+        "the name is only compared with itself: schema.py raises it, errors.py reads it",
+    ("plugin/cohere/schema.py", "_finite_numbers",
+     'NON_FINITE_NUMBER, "{number} is not a JSON number", {"number": item, "at": (*at, key)})',
+     "'{number} is not a JSON number' -> '' in argument 2 of `pydantic_core.PydanticCustomError`"):
+        "errors.from_validation_error words this error itself and never reads its `msg`",
+    ("plugin/cohere/schema.py", "parse_chat_request", "problems = error.errors(include_url=False)",
+     "False -> True in `include_url=`"): "only `type` is read here, never `url`",
+    ("plugin/cohere/schema.py", "parse_chat_request",
+     'decoded = None if any(problem["type"] == "json_invalid" for problem in problems) else _decoded(body)',
+     "'json_invalid' -> '' in `problem['type'] == 'json_invalid'`"):
+        "a body that is not JSON decodes to None either way; the check only saves parsing it twice",
     ("plugin/cohere/errors.py", "from_validation_error", "problems = error.errors(include_url=False)",
      "False -> True in `include_url=`"): "only `loc`, `type`, `msg`, `ctx` and `input` are read, never `url`",
     ("plugin/cohere/response.py", "<module>", '"stop": "COMPLETE",', "'stop' -> ''"):
