@@ -180,3 +180,14 @@ def test_field_path_walks_the_clients_own_json() -> None:
     assert field_path(("messages", 1, "role"), body) == "messages[1]"  # past the end: named, not followed
     assert field_path(("model",), None) == "body"
     assert field_path((), body) == "body"
+
+
+def test_decoding_a_body_refuses_what_is_not_json_without_recursing() -> None:
+    from plugin.cohere.schema import decode_json_body
+
+    assert decode_json_body(b'{"a": [1, 2.5, null]}') == {"a": [1, 2.5, None]}
+    for body in [b'{"a": ', b"[" * 5000 + b"]" * 5000]:  # cut off; nested past the parser's limit
+        with pytest.raises(CohereError) as raised:
+            decode_json_body(body)
+        assert (raised.value.status, raised.value.code) == (400, "invalid_json")
+        assert raised.value.message.startswith("request body is not valid JSON: ")
