@@ -1,9 +1,12 @@
 """Mutation run: do the unit tests notice small changes to the translation and token/key code?
 
-Each mutant is one small change to one file (a comparison, `and`/`or`, an arithmetic operator, a
-constant, a `return` value, a deleted statement), made on the file's syntax tree and loaded in place of
-the real module while the unit tests that execute the changed line run (`pytest -x`, fastest first).
-A mutant is killed when a test fails (or it hangs past its timeout), survives when they all pass.
+Each mutant is one small change to one file (a comparison, `and`/`or`, `not` dropped, an arithmetic
+operator, a constant anywhere, tables and keyword arguments included, a `return` value, a deleted
+statement), made on the file's syntax tree and loaded in place of the real module while the unit tests
+that execute the changed line run (`pytest -x`: first the tests that killed the definition's earlier
+mutants, then the fastest). A mutant is killed when a test fails (or it hangs past its timeout), survives
+when they all pass. Not mutated: docstrings, imports, function annotations, f-string text (messages),
+logging calls, `__all__`.
 
 Not a library: mutmut 3 mutates only inside functions (not the error tables or pydantic `Field` bounds)
 and cosmic-ray changes no strings and deletes no statements; this is small and reaches both.
