@@ -28,7 +28,8 @@ class CohereV2Chat(CustomLogger):
     could not hold does not start), mounts the plugin's routes and its spend callback, loads ahead
     what LiteLLM would load on the first request, makes LiteLLM's Cohere provider read Cohere's
     streams (every route's: a release adapter, see `host.read_cohere_sse_streams`), and lets the route tell
-    a stream its provider cut off (`host.notice_cut_off_streams`)."""
+    a stream its provider cut off (`host.notice_cut_off_streams`), and bounds each try of its calls
+    as a whole by the deployment's timeout (`host.bound_each_try`)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -49,6 +50,7 @@ class CohereV2Chat(CustomLogger):
         host.warm_up()
         host.read_cohere_sse_streams()
         host.notice_cut_off_streams()
+        host.bound_each_try()
 
 
 cohere_v2_chat = CohereV2Chat()

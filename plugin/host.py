@@ -6,6 +6,7 @@ these few functions, so a LiteLLM upgrade is a change to this file. Pinned relea
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 import hmac
@@ -287,10 +288,11 @@ def _llm_api_exception_handler(processor: ProxyBaseLLMRequestProcessing) -> Any:
 
 
 class _StreamEnd:
-    """How one request's stream ended: whether LiteLLM filled in its finish reason (see
-    `notice_cut_off_streams`)."""
+    """One request's call as it goes: whether LiteLLM filled in its stream's finish reason (see
+    `notice_cut_off_streams`), and the timeout of the try that opened the stream (see `bound_each_try`)."""
 
     filled_in = False
+    try_timeout: float | None = None
 
 
 _stream_end: ContextVar[_StreamEnd | None] = ContextVar("mpilot_stream_end", default=None)
@@ -302,15 +304,79 @@ _ENDED_EARLY_FRAME = b"data: " + json.dumps({"error": {"message": STREAM_ENDED_E
 async def _cut_off_streams_fail(stream_end: _StreamEnd, openai_frames: AsyncIterator[str | bytes],
                                 ) -> AsyncIterator[str | bytes]:
     """LiteLLM's frames of one stream; its closing [DONE] becomes an error frame when the provider's stream
-    ended without a finish reason, so the answer does not look complete."""
+    ended without a finish reason, so the answer does not look complete; and a frame that takes longer than
+    the try's timeout (the deployment's `stream_timeout`, else its `timeout`, else the router's) ends the
+    stream with a timeout error. LiteLLM's HTTP client bounds each read of the socket, and a provider that
+    drips a byte at a time never trips that."""
     try:
-        async for frame in openai_frames:
+        while True:
+            try:
+                async with asyncio.timeout(stream_end.try_timeout):
+                    frame = await anext(openai_frames)
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                yield _stalled_frame(stream_end.try_timeout)
+                return
             if stream_end.filled_in and frame.startswith(b"data: [DONE]" if isinstance(frame, bytes)
                                                          else "data: [DONE]"):
                 frame = _ENDED_EARLY_FRAME
             yield frame
     finally:
         await openai_frames.aclose()  # type: ignore[attr-defined]  # LiteLLM's generator
+
+
+def _stalled_frame(seconds: float | None) -> bytes:
+    message = f"the provider sent no whole chunk of its stream within {seconds:g}s (the deployment's timeout)"
+    return b"data: " + json.dumps({"error": {"message": message, "code": "504"}}).encode() + b"\n\n"
+
+
+def bound_each_try() -> None:
+    """Make a deployment's timeout bound each try of our route's calls as a whole.
+
+    LiteLLM hands the try's timeout (the deployment's, else the router's; a stream's `stream_timeout` where
+    set) to the HTTP client, which applies it to each read: a provider that drips its answer a byte at a
+    time holds a call for as long as it likes. The router calls `litellm.acompletion` once per try, looked
+    up at call time on every supported release, so it is wrapped: for our route's requests only
+    (`_stream_end` is set), a try that has not answered within its timeout fails with LiteLLM's own
+    `Timeout`, which the router retries or falls back from as it would a read timeout. A stream's try ends
+    when the stream opens; each of its frames is then bounded by the same timeout
+    (`_cut_off_streams_fail`). Every other route is unchanged. Idempotent.
+    """
+    import litellm
+
+    try_call = litellm.acompletion
+    if getattr(try_call, "_mpilot_bounded", False):
+        return
+
+    @functools.wraps(try_call)
+    async def acompletion(*args: Any, **kwargs: Any) -> Any:
+        stream_end = _stream_end.get()
+        seconds = _seconds(kwargs.get("timeout"))
+        if stream_end is None or seconds is None:
+            return await try_call(*args, **kwargs)
+        if kwargs.get("stream"):
+            stream_end.try_timeout = seconds
+        try:
+            async with asyncio.timeout(seconds):
+                return await try_call(*args, **kwargs)
+        except TimeoutError:
+            model = str(kwargs.get("model") or (args[0] if args else ""))
+            raise litellm.Timeout(
+                message=f"the provider did not answer within {seconds:g}s (the deployment's timeout)",
+                model=model, llm_provider=str(kwargs.get("custom_llm_provider") or model.partition("/")[0]),
+            ) from None
+
+    acompletion._mpilot_bounded = True  # type: ignore[attr-defined]
+    litellm.acompletion = acompletion  # type: ignore[assignment]
+
+
+def _seconds(timeout: Any) -> float | None:
+    """A try's timeout as LiteLLM hands it on: seconds, or an `httpx.Timeout` (its read timeout)."""
+    seconds = getattr(timeout, "read", timeout)
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 < seconds < float("inf"):
+        return None
+    return float(seconds)
 
 
 def _error_from_json_response(response: JSONResponse) -> CohereError:

@@ -59,7 +59,8 @@ class Reply:
 #   stall               half the answer, then nothing for `stall_seconds`
 #   no-finish           stream: content, no finish reason, no [DONE], a clean end (Cohere: no message-end);
 #                       non-stream: finish_reason null
-#   drip                the normal answer one byte at a time, `chunk_delay` apart (for slow-client/timeout tests)
+#   drip                the normal answer one byte at a time, `chunk_delay` apart (a stream: after two whole
+#                       chunks), so that no read of it waits long
 FAULTS = ("garbage", "wrong-shape", "invalid-sse", "html", "empty", "reset", "reset-after-finish", "stall",
           "no-finish", "drip")
 HTML_PAGE = b"<!DOCTYPE html><html><head><title>502 Bad Gateway</title></head><body><h1>Bad Gateway</h1></body></html>"
@@ -172,8 +173,8 @@ class FakeUpstream:
             parts = _without_finish(frames) if stream else \
                 [json.dumps(_completion(body, reply, with_finish=False)).encode()]
         elif fault == "drip":
-            source = [*frames, b"data: [DONE]\n\n"] if stream else [whole]
-            parts = [bytes([byte]) for part in source for byte in part]
+            whole_first, rest = (frames[:2], [*frames[2:], b"data: [DONE]\n\n"]) if stream else ([], [whole])
+            parts = [*whole_first, *(bytes([byte]) for part in rest for byte in part)]
         else:
             raise ValueError(f"unknown fault {fault!r}: one of {FAULTS}")
         # invalid-sse answers a stream with the framing of the other mode, and the other way round
@@ -184,6 +185,7 @@ class FakeUpstream:
         try:
             for part in parts:
                 if part is _RESET:
+                    await asyncio.sleep(DROP_PAUSE)
                     raise ConnectionResetError("fake upstream reset the connection")
                 if part is _STALL:
                     for _ in range(int(reply.stall_seconds * 100)):
@@ -246,6 +248,7 @@ class FakeUpstream:
                             break
                         await asyncio.sleep(0.01)
                 if reply.break_after is not None and sent >= reply.break_after:
+                    await asyncio.sleep(DROP_PAUSE)
                     raise ConnectionAbortedError("fake upstream dropped the stream")
                 yield f"data: {json.dumps(chunk)}\n\n"
                 sent += 1
@@ -258,6 +261,10 @@ class FakeUpstream:
 
 
 _RESET = object()  # in a faulty answer's parts: drop the connection here
+# How long a stream that drops its connection waits after its last chunk: a reset that arrives with data the
+# client has not read yet can discard that data (aiohttp, under LiteLLM's HTTP clients, raises the error
+# before handing out what it buffered), which is a different fault from a reset after those chunks arrived.
+DROP_PAUSE = 0.2
 _STALL = object()  # in a faulty answer's parts: send nothing for `Reply.stall_seconds`
 
 

@@ -111,6 +111,7 @@ def proxy_config_for(upstream: FakeUpstream, extra_models: list[dict[str, Any]] 
         fake_model("fake", upstream),
         {**fake_model("fake-b", upstream), "model_info": {**PRICED, "access_groups": ["group-b"]}},
         fake_model("fake-timeout", upstream, timeout=1.5),
+        fake_model("fake-timeout-then-fake", upstream, timeout=1.5),  # falls back to `fake`
         {**fake_model("fake-dear", upstream), "model_info": {key: price * 100 for key, price in PRICED.items()}},
         {"model_name": "fake-cohere",
          "litellm_params": {"model": "cohere_chat/command-a-fake", "api_base": f"{upstream.base_url[:-3]}/v2/chat",
@@ -125,7 +126,8 @@ def proxy_config_for(upstream: FakeUpstream, extra_models: list[dict[str, Any]] 
                                                "tests.spend_recorder.recorder", "tests.key_store_seed.seed"]
     config["mpilot"] = mpilot_section(jwks_url)
     config.setdefault("general_settings", {})["master_key"] = MASTER_KEY
-    config["router_settings"] = {"num_retries": 0, "fallbacks": [{"fake-broken": ["fake-b"]}]}
+    config["router_settings"] = {"num_retries": 0, "fallbacks": [{"fake-broken": ["fake-b"]},
+                                                                {"fake-timeout-then-fake": ["fake"]}]}
     return config
 
 

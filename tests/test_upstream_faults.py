@@ -5,6 +5,7 @@ never an answer that looks complete; and the proxy answers the next request on t
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -90,6 +91,25 @@ def test_a_dripped_answer_is_read_whole(client: httpx.Client, fake: FakeUpstream
     assert response.json()["message"]["content"][0]["text"] == TEXT
 
 
+def test_a_dripping_answer_is_cut_at_the_deployments_timeout(client: httpx.Client, fake: FakeUpstream) -> None:
+    """No read waits more than 20 ms, but the whole answer would take ~8 s: the model allows a try 1.5 s."""
+    started = time.monotonic()
+    response, _ = ask(client, fake, Reply(fault="drip", chunk_delay=0.02), stream=False, model="fake-timeout")
+    assert_cohere_error(response, 504)
+    assert "1.5s" in response.json()["message"]
+    assert time.monotonic() - started < 5, "the call was not cut at its timeout"
+
+
+def test_a_try_cut_at_its_timeout_falls_back(client: httpx.Client, fake: FakeUpstream) -> None:
+    """The router treats the cut try as it treats a read timeout: the next deployment answers."""
+    before = len(fake.requests)
+    response, _ = ask(client, fake, Reply(fault="drip", chunk_delay=0.02), stream=False,
+                      model="fake-timeout-then-fake")
+    assert response.status_code == 200, response.text
+    assert response.json()["message"]["content"][0]["text"] == TEXT
+    assert len(fake.requests) - before == 3  # the dripped try, its fallback, and `ask`'s next request
+
+
 # --- stream --------------------------------------------------------------------------------------------
 
 
@@ -140,6 +160,17 @@ def test_a_stream_whose_first_chunk_is_garbage_is_a_500(client: httpx.Client, fa
 def test_a_stalled_stream_ends_with_timeout(client: httpx.Client, fake: FakeUpstream) -> None:
     _, events = ask(client, fake, Reply(fault="stall", stall_seconds=4), stream=True, model="fake-timeout")
     assert ended(events)["finish_reason"] == "TIMEOUT"
+
+
+def test_a_dripping_stream_ends_with_timeout(client: httpx.Client, fake: FakeUpstream) -> None:
+    """Two whole chunks, then one byte each 20 ms: each later chunk takes ~4 s, the model allows 1.5 s."""
+    started = time.monotonic()
+    _, events = ask(client, fake, Reply(fault="drip", chunk_delay=0.02), stream=True, model="fake-timeout")
+    end = ended(events)
+    assert end["finish_reason"] == "TIMEOUT", end
+    assert "1.5s" in end["error"]
+    assert text_of(events) == TEXT[:4]  # the whole chunks still went out
+    assert time.monotonic() - started < 5, "the stream was not cut at its timeout"
 
 
 @pytest.mark.parametrize(("reply", "model", "finish_reason"), [
