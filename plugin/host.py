@@ -677,7 +677,8 @@ def _counts_take_team_id() -> bool:
 _OUTPUT_TOKEN_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
 _COST_FIELDS = (*_OUTPUT_TOKEN_FIELDS, "n", "best_of", "inferenceConfig")  # what LiteLLM's estimate reads
 _max_costs: dict[tuple[Any, ...], tuple[Any, float | None]] = {}
-_MAX_COSTS_KEPT = 4096
+_MAX_COSTS_KEPT = 4096  # entries; each at most ~1 KiB (a model name, a route, counts and these fields)
+_MAX_COST_FIELDS_CHARS = 256
 
 
 def _max_cost(body: dict, route: str, model: str, input_tokens: Mapping[str, int]) -> float | None:
@@ -695,7 +696,10 @@ def _max_cost(body: dict, route: str, model: str, input_tokens: Mapping[str, int
     group = _cached_group_info(proxy.llm_router, model)
     if group is None or not input_tokens:
         return estimate()  # priced from LiteLLM's model map, or its input counted inside: not remembered
-    key = (model, route, tuple(sorted(input_tokens.items())), repr([body.get(field) for field in _COST_FIELDS]))
+    fields = repr([body.get(field) for field in _COST_FIELDS])
+    if len(fields) > _MAX_COST_FIELDS_CHARS:  # e.g. a large `inferenceConfig`: not worth its memory
+        return estimate()
+    key = (model, route, tuple(sorted(input_tokens.items())), fields)
     known = _max_costs.get(key)
     if known is not None and known[0] is group:
         return known[1]

@@ -67,6 +67,7 @@ class JwksServer:
     def __init__(self, *keys: SigningKey) -> None:
         self.keys = list(keys)
         self.down = False
+        self.padding = 0  # characters of an extra member, to make the document large
         self.fetches = 0
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/.well-known/jwks.json"
@@ -84,4 +85,7 @@ class JwksServer:
         self.fetches += 1
         if self.down:
             return JSONResponse({"error": "down"}, status_code=503)
-        return JSONResponse({"keys": [key.jwk for key in self.keys]})
+        document: dict[str, Any] = {"keys": [key.jwk for key in self.keys]}
+        if self.padding:
+            document["padding"] = "x" * self.padding
+        return JSONResponse(document)

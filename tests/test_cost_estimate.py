@@ -60,3 +60,13 @@ def test_new_prices_are_used_as_soon_as_the_router_has_them(router: Router) -> N
     assert before == pytest.approx(17 * 1e-6 + 8 * 2e-6)
     router.set_model_list([deployment("priced", 1e-5, 2e-5)])
     assert host._max_cost(body, ROUTE, "priced", counts) == pytest.approx(10 * before)
+
+
+def test_a_request_with_large_cost_fields_is_estimated_but_not_remembered(router: Router) -> None:
+    """The memory stays bounded in bytes: a client's large `inferenceConfig` is not kept as a key."""
+    body, counts = {"model": "priced", "inferenceConfig": {"maxTokens": 40, "note": "x" * 10_000}}, {"priced": 17}
+    assert host._max_cost(body, ROUTE, "priced", counts) == litellm_estimate(router, body, counts)
+    assert host._max_costs == {}
+    small = {"model": "priced", "inferenceConfig": {"maxTokens": 40}}
+    host._max_cost(small, ROUTE, "priced", counts)
+    assert len(host._max_costs) == 1

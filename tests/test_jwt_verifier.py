@@ -13,6 +13,7 @@ from typing import Any
 import jwt
 import pytest
 
+from plugin.auth import tokens
 from plugin.auth.tokens import JwtSettings, MPilotJwtVerifier, TokenRejected, jwt_settings, looks_like_jwt
 
 from .jwt_issuer import AUDIENCE, ISSUER, JwksServer, SigningKey, claims, ec_key, ed_key, rsa_key
@@ -172,6 +173,41 @@ def test_verified_cache_is_bounded(jwks: JwksServer, rsa_signer: Any) -> None:
     for n in range(10):
         verify(v, rsa_signer.sign(claims(vk=VK, sub=f"user-{n}")))
     assert len(v._verified) == 3
+
+
+def test_verified_cache_is_bounded_in_bytes(jwks: JwksServer, rsa_signer: Any, monkeypatch: Any) -> None:
+    tokens_ = [rsa_signer.sign(claims(vk=VK, sub=f"user-{n}", note="n" * 2000)) for n in range(10)]
+    entry = len(tokens_[0]) + tokens._CACHE_ENTRY_OVERHEAD
+    monkeypatch.setattr(tokens, "VERIFIED_CACHE_BYTES", 3 * entry + entry // 2)
+    v = verifier(jwks)
+    for token in tokens_:
+        verify(v, token)
+    assert len(v._verified) == 3
+    assert v._verified_bytes == sum(size for _, size in v._verified.values()) == 3 * entry
+    assert list(v._verified) == [hashlib.sha256(t.encode()).hexdigest() for t in tokens_[-3:]]  # newest kept
+
+
+def test_a_jwks_larger_than_the_limit_is_refused(rsa_signer: Any) -> None:
+    server = JwksServer(rsa_signer).start()
+    server.padding = tokens.MAX_JWKS_BYTES
+    try:
+        assert "could not be verified" in rejected(verifier(server), rsa_signer.sign(claims(vk=VK)))
+        assert server.fetches == 1
+        server.padding = tokens.MAX_JWKS_BYTES // 2
+        assert verify(verifier(server), rsa_signer.sign(claims(vk=VK))).virtual_key_id == VK
+    finally:
+        server.stop()
+
+
+def test_a_jwks_with_too_many_keys_is_refused(rsa_signer: Any) -> None:
+    others = [SigningKey(f"other-{n}", "RS256", rsa_signer.private) for n in range(tokens.MAX_JWKS_KEYS)]
+    server = JwksServer(rsa_signer, *others).start()
+    try:
+        assert "could not be verified" in rejected(verifier(server), rsa_signer.sign(claims(vk=VK)))
+        server.keys = server.keys[:tokens.MAX_JWKS_KEYS]
+        assert verify(verifier(server), rsa_signer.sign(claims(vk=VK))).virtual_key_id == VK
+    finally:
+        server.stop()
 
 
 def test_cached_token_still_expires(rsa_signer: Any) -> None:

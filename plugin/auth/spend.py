@@ -15,6 +15,7 @@ A call that fails gives its reservation back whole.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections import OrderedDict
 from typing import Any
@@ -27,6 +28,7 @@ from .hook import mpilot_auth
 log = logging.getLogger("mpilot.auth")
 
 _REMEMBERED = 10_000  # call ids remembered so that a call is settled once
+_ID_CHARS = 64  # a call id longer than this is remembered as its sha256 (64 hex digits)
 
 
 class KeySpend(CustomLogger):
@@ -71,9 +73,12 @@ class KeySpend(CustomLogger):
     def _claim(self, call_id: str | None, key_id: str | None, reservation: str | None) -> bool:
         """Whether this hook settles the call: whichever of the two success hooks sees a call first
         (LiteLLM may run them in either order); marked before any await, so the other one skips it."""
-        if not call_id or call_id in self._settled or not (key_id or reservation):
+        if not call_id or not (key_id or reservation):
             return False
-        self._settled[call_id] = None
+        remembered = _remembered_id(call_id)
+        if remembered in self._settled:
+            return False
+        self._settled[remembered] = None
         while len(self._settled) > _REMEMBERED:
             self._settled.popitem(last=False)
         return True
@@ -92,6 +97,12 @@ class KeySpend(CustomLogger):
             await mpilot_auth().release(reservation)
         except Exception as error:  # noqa: BLE001  # the hold expires by itself
             log.warning("MPilot reservation not released: %s", type(error).__name__)
+
+
+def _remembered_id(call_id: str) -> str:
+    """A call id as `_settled` keeps it: LiteLLM takes a client's `x-litellm-call-id` as the call's id, so
+    one longer than a uuid is kept as its digest, and the memory stays bounded in bytes as well as entries."""
+    return call_id if len(call_id) <= _ID_CHARS else hashlib.sha256(call_id.encode()).hexdigest()
 
 
 def _logged_reservation(kwargs: dict[str, Any]) -> str | None:

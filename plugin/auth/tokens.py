@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import time
 from collections import OrderedDict
@@ -35,6 +36,10 @@ from .sections import checked_section
 log = logging.getLogger("mpilot.auth")
 
 MAX_TOKEN_BYTES = 8192
+VERIFIED_CACHE_BYTES = 16 * 2**20  # verified tokens' claims kept, in bytes (see `_remember`)
+_CACHE_ENTRY_OVERHEAD = 1024  # a cached token's digest, claims object and dict slot, beyond the token's text
+MAX_JWKS_BYTES = 2**20  # a JWKS document larger than this is refused (a few dozen keys take ~20 KiB)
+MAX_JWKS_KEYS = 100
 _RSA_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256"})
 _EC_ALGORITHMS = {"P-256": frozenset({"ES256"}), "P-384": frozenset({"ES384"})}
 
@@ -160,7 +165,10 @@ class JwksCache:
         self._tried_at = now
         try:
             document = await self._fetch(self._url)
-            keys = {jwk["kid"]: key for jwk in document.get("keys", [])
+            listed = document.get("keys", [])
+            if not isinstance(listed, list) or len(listed) > MAX_JWKS_KEYS:
+                raise ValueError(f"JWKS keys must be a list of at most {MAX_JWKS_KEYS}")
+            keys = {jwk["kid"]: key for jwk in listed
                     if isinstance(jwk, dict) and jwk.get("kid") and (key := _jwk_to_key(jwk)) is not None}
         except Exception as error:  # noqa: BLE001  # any failure: keep the keys we have
             log.warning("MPilot JWKS fetch failed (%s); keeping %d cached keys", type(error).__name__,
@@ -181,7 +189,9 @@ class MPilotJwtVerifier:
         if settings.public_key:
             key = load_pem_public_key(settings.public_key.encode())
             self._public_key = _VerificationKey(key, _algorithms_for_public_key(key))
-        self._verified: OrderedDict[str, MPilotClaims] = OrderedDict()
+        # by the token's digest: its claims and what the entry holds in bytes (bounded both ways)
+        self._verified: OrderedDict[str, tuple[MPilotClaims, int]] = OrderedDict()
+        self._verified_bytes = 0
 
     async def verify(self, token: str) -> MPilotClaims:
         if not self.settings.issuer or not self.settings.has_key_material:
@@ -189,21 +199,35 @@ class MPilotJwtVerifier:
         if len(token) > MAX_TOKEN_BYTES:
             raise TokenRejected("bearer token is too large")
         digest = hashlib.sha256(token.encode()).hexdigest()
-        cached = self._verified.get(digest)
-        if cached is not None:
+        entry = self._verified.get(digest)
+        if entry is not None:
+            cached = entry[0]
             if cached.expires_at + self.settings.leeway_seconds <= self._clock():
-                self._verified.pop(digest, None)
+                self._forget(digest)
                 raise TokenRejected("MPilot token has expired")
             if cached.kid is not None and self._jwks is not None and await self._jwks.key(cached.kid) is None:
-                self._verified.pop(digest, None)
+                self._forget(digest)
                 raise TokenRejected("MPilot token could not be verified")
             self._verified.move_to_end(digest)
             return cached
         claims = await self._verify_signed(token)
-        self._verified[digest] = claims
-        while len(self._verified) > self.settings.verified_cache_size:
-            self._verified.popitem(last=False)
+        self._remember(digest, claims, len(token))
         return claims
+
+    def _remember(self, digest: str, claims: MPilotClaims, token_bytes: int) -> None:
+        """Keep a verified token's claims, the least recently used leaving first once the cache holds
+        `verified_cache_size` tokens or VERIFIED_CACHE_BYTES (claims are at most the token's size)."""
+        self._forget(digest)
+        size = token_bytes + _CACHE_ENTRY_OVERHEAD
+        self._verified[digest] = (claims, size)
+        self._verified_bytes += size
+        while len(self._verified) > self.settings.verified_cache_size or self._verified_bytes > VERIFIED_CACHE_BYTES:
+            self._verified_bytes -= self._verified.popitem(last=False)[1][1]
+
+    def _forget(self, digest: str) -> None:
+        entry = self._verified.pop(digest, None)
+        if entry is not None:
+            self._verified_bytes -= entry[1]
 
     async def _verify_signed(self, token: str) -> MPilotClaims:
         try:
@@ -271,10 +295,14 @@ def _claims(payload: dict[str, Any], kid: str | None) -> MPilotClaims:
 async def fetch_jwks_over_http(url: str) -> dict[str, Any]:
     import httpx
 
-    async with httpx.AsyncClient(timeout=5.0) as client:
-        response = await client.get(url)
+    async with httpx.AsyncClient(timeout=5.0) as client, client.stream("GET", url) as response:
         response.raise_for_status()
-        document = response.json()
+        body = bytearray()
+        async for part in response.aiter_bytes():
+            body += part
+            if len(body) > MAX_JWKS_BYTES:
+                raise ValueError(f"JWKS is larger than {MAX_JWKS_BYTES} bytes")
+    document = json.loads(body)
     if not isinstance(document, dict):
         raise ValueError("JWKS is not a JSON object")
     return document
