@@ -25,6 +25,8 @@ LITELLM = Path(sys.executable).parent / "litellm"
 
 # Prices so spend is visible: $1 per million input tokens, $2 per million output tokens.
 PRICED = {"input_cost_per_token": 0.000001, "output_cost_per_token": 0.000002}
+EMBEDDING_PRICE = {"input_cost_per_token": 0.0000001, "output_cost_per_token": 0.0}  # $0.10 per million tokens
+RERANK_PRICE = {"input_cost_per_query": 0.002}  # $2 per thousand search units
 
 
 def fake_model(name: str, upstream: FakeUpstream, **params: Any) -> dict[str, Any]:
@@ -57,6 +59,9 @@ LIMITS: dict[str, dict[str, Any]] = {
     "burst": {"rpm_limit": 5},
     "dear": {"max_budget": 0.001},  # fits calls to `fake`, not one to `fake-dear`
     "leave": {"max_budget": 0.00004},  # fits the reservation of one call at a time
+    "embed-budget": {"max_budget": 0.0000005},  # five tokens of `fake-embed`
+    "rerank-budget": {"max_budget": 0.003},  # one search unit of `fake-rerank`, not two
+    "embed-models": {"models": ["fake-embed"], "rpm_limit": 2},
 }
 SOURCES = ("cfg", "store")
 HS_SECRET = "hs256-test-secret-0123456789abcdef"
@@ -117,6 +122,17 @@ def proxy_config_for(upstream: FakeUpstream, extra_models: list[dict[str, Any]] 
          "litellm_params": {"model": "cohere_chat/command-a-fake", "api_base": f"{upstream.base_url[:-3]}/v2/chat",
                             "api_key": "fake-cohere-key"},
          "model_info": dict(PRICED)},
+        {"model_name": "fake-embed", "litellm_params": {"model": "openai/text-embedding-3-fake",
+                                                         "api_base": upstream.base_url, "api_key": "fake-provider-key"},
+         "model_info": {"mode": "embedding", **EMBEDDING_PRICE}},
+        {"model_name": "fake-cohere-embed",
+         "litellm_params": {"model": "cohere/embed-fake", "api_base": f"{upstream.base_url[:-3]}/v2/embed",
+                            "api_key": "fake-cohere-key"},
+         "model_info": {"mode": "embedding", **EMBEDDING_PRICE}},
+        {"model_name": "fake-rerank",
+         "litellm_params": {"model": "cohere/rerank-fake", "api_base": upstream.base_url[:-3],
+                            "api_key": "fake-cohere-key"},
+         "model_info": {"mode": "rerank", **RERANK_PRICE}},
         {"model_name": "fake-broken", "litellm_params": {"model": "openai/broken", "api_base": dead,
                                                           "api_key": "fake-provider-key"},
          "model_info": dict(PRICED)},
