@@ -119,6 +119,17 @@ def test_embed_spend_is_the_price_times_the_tokens(http: httpx.Client, fake: Fak
     assert response.headers["x-litellm-call-id"] == response.json()["id"]
 
 
+def test_the_router_falls_back_from_a_broken_embedder(co: cohere.ClientV2, http: httpx.Client,
+                                                      fake: FakeUpstream) -> None:
+    response = post(http, EMBED, embed_body(model="fake-embed-broken"))  # nothing listens at its address
+    assert response.status_code == 200, response.text
+    assert response.headers["x-litellm-attempted-fallbacks"] == "1"
+    assert response.headers["x-litellm-model-group"] == "fake-embed"
+    assert fake.last["model"] == "text-embedding-3-fake"
+    answer = co.embed(model="fake-embed-broken", texts=TEXTS, input_type="search_query")
+    assert answer.embeddings.float_ == [embedding_for(text) for text in TEXTS]
+
+
 BAD_EMBED = [
     pytest.param(embed_body(texts=None), "one of texts, images or inputs is required", id="no-input"),
     pytest.param(embed_body(texts=[]), "texts", id="empty-texts"),
@@ -172,7 +183,7 @@ def test_sdk_reranks(co: cohere.ClientV2, fake: FakeUpstream) -> None:
     assert [(result.index, result.relevance_score) for result in answer.results] == [(0, 1.0), (1, 0.5)]
     assert answer.meta.billed_units.search_units == 1
     assert answer.id
-    assert fake.last == {"model": "rerank-fake", "query": "blue whales", "documents": DOCUMENTS, "top_n": 2,
+    assert fake.last == {"model": "rerank-v3.5", "query": "blue whales", "documents": DOCUMENTS, "top_n": 2,
                          "return_documents": False}
 
 
