@@ -62,6 +62,7 @@ LIMITS: dict[str, dict[str, Any]] = {
     "embed-budget": {"max_budget": 0.0000005},  # five tokens of `fake-embed`
     "rerank-budget": {"max_budget": 0.003},  # one search unit of `fake-rerank`, not two
     "embed-models": {"models": ["fake-embed"], "rpm_limit": 2},
+    "embed-fail": {"max_budget": 0.0000005},  # five tokens of `fake-embed`, one call's reservation at a time
 }
 SOURCES = ("cfg", "store")
 HS_SECRET = "hs256-test-secret-0123456789abcdef"

@@ -294,3 +294,16 @@ def test_a_budgeted_key_cannot_overspend_through_rerank(proxy: ProxyProcess, htt
     assert_cohere_error(post(http, RERANK, rerank, token), 402, "may cost up to $0.002")
     assert len(fake.requests) == 1
     assert spent_nanos(proxy, token) == 2_000_000
+
+
+@pytest.mark.parametrize("source", ["cfg", "store"])
+def test_a_failed_call_costs_nothing_and_holds_nothing(proxy: ProxyProcess, http: httpx.Client,
+                                                       fake: FakeUpstream, source: str) -> None:
+    token = virtual_key(source, "embed-fail")  # $0.0000005: the reservation of one 3-token call, not of two
+    fake.script(*[Reply(status=500, error_message="embedder broke")] * 3)
+    assert_cohere_error(post(http, EMBED, embed_body(texts=["alpha beta gamma"]), token), 500, "embedder broke")
+    # Admitted only if the failed call's reservation was given back.
+    assert post(http, EMBED, embed_body(texts=["alpha beta gamma"]), token).status_code == 200
+    assert spent_nanos(proxy, token, 300) == 300
+    rerank_refused = post(http, RERANK, {"model": "fake-rerank", "query": "q", "documents": ["a"]}, token)
+    assert_cohere_error(rerank_refused, 402, "may cost up to $0.002")  # a search unit is dearer than what is left
