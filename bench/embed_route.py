@@ -14,19 +14,17 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
-from typing import Any
 
 import httpx
 
 from tests.harness import MASTER_KEY, ProxyProcess
 
-from .compare_routes import ProxyCpu, percentile, row
+from .compare_routes import Call, ProxyCpu, percentile, row, sequential
 from .setup import running_proxy
 
 TEXTS = [f"passage {i}: the quick brown fox jumps over the lazy dog near the river bank" for i in range(8)]
 DOCUMENTS = [f"document {i} about {topic}" for i, topic in enumerate(["whales", "the sky", "carpets", "rivers"] * 5)]
-PAIRS: dict[str, tuple[tuple[str, dict[str, Any]], tuple[str, dict[str, Any]]]] = {
+PAIRS: dict[str, tuple[Call, Call]] = {
     "embed": (("/litellm/cohere/v2/embed", {"model": "fake-embed", "input_type": "search_document", "texts": TEXTS}),
               ("/v1/embeddings", {"model": "fake-embed", "input": TEXTS, "encoding_format": "float"})),
     "rerank": (("/litellm/cohere/v2/rerank", {"model": "fake-rerank", "query": "blue whales", "documents": DOCUMENTS,
@@ -34,21 +32,6 @@ PAIRS: dict[str, tuple[tuple[str, dict[str, Any]], tuple[str, dict[str, Any]]]] 
                ("/v1/rerank", {"model": "fake-rerank", "query": "blue whales", "documents": DOCUMENTS, "top_n": 5,
                                "return_documents": False})),
 }
-
-
-def alternating(client: httpx.Client, pair: tuple[tuple[str, dict[str, Any]], tuple[str, dict[str, Any]]],
-                requests: int, cpu: ProxyCpu) -> dict[str, list[float]]:
-    """`requests` calls of each route of `pair`, ours first, one after the other; seconds each."""
-    times: dict[str, list[float]] = {"cohere": [], "openai": []}
-    for i in range(requests * 2):
-        name = "cohere" if i % 2 == 0 else "openai"
-        path, body = pair[0] if name == "cohere" else pair[1]
-        with cpu.spent_on(name):
-            start = time.perf_counter()
-            response = client.post(path, json=body)
-            times[name].append(time.perf_counter() - start)
-        response.raise_for_status()
-    return times
 
 
 def main() -> None:
@@ -63,9 +46,9 @@ def run(proxy: ProxyProcess, requests: int) -> None:
     results = {}
     with httpx.Client(base_url=proxy.url, headers={"Authorization": f"Bearer {MASTER_KEY}"}, timeout=60) as client:
         for name, pair in PAIRS.items():
-            alternating(client, pair, 20, ProxyCpu(proxy))  # warm up both routes
+            sequential(client, 20, ProxyCpu(proxy), pair)  # warm up both routes
             cpu = ProxyCpu(proxy)
-            results[name] = (alternating(client, pair, requests, cpu), cpu)
+            results[name] = (sequential(client, requests, cpu, pair), cpu)
     print(f"\nCohere embed/rerank routes vs LiteLLM's own ({requests} sequential each, alternating)")
     print(f"{'figure':<34} {'cohere':>10} {'litellm':>10} {'':<4} {'ratio':>7}")
     for name, (times, cpu) in results.items():
