@@ -1017,9 +1017,10 @@ def _cohere_usage(usage: Any) -> ChatCompletionUsageBlock | None:
 @dataclass(frozen=True)
 class LitellmView:
     """How LiteLLM is to see one of our routes that is not a chat: as its own route of the same kind
-    (`/v1/embeddings`, `/v1/rerank`), which gives it that route's call types (guardrails, tool checks) and
-    the budget estimate that route's rules (inputs counted, no output tokens); and our request body in
-    that route's shape (None: not a body the route will accept, which it refuses itself)."""
+    (`/v1/embeddings`, `/v1/rerank`), which gives it that route's call types (LiteLLM then finds them at
+    once instead of matching the path against every pattern it knows, as for the chat route) and the
+    budget estimate that route's rules (inputs counted, no output tokens); and our request body in that
+    route's shape (None: not a body the route will accept, which it refuses itself)."""
 
     route: str
     body: Callable[[dict[str, Any]], dict[str, Any] | None]
