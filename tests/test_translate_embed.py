@@ -30,6 +30,11 @@ DERIVED = [
     # peak 0.2, scale 635: 0.1 -> 63.5 -> 64, -0.2 -> -127
     pytest.param("int8", [0.1, -0.2], [64, -127], id="int8-scaled-to-its-peak"),
     pytest.param("int8", [0.0, 0.0], [0, 0], id="int8-zero-vector"),
+    pytest.param("int8", [], [], id="int8-empty"),
+    # peak 1.0: 0.9 * 127 = 114.3 -> 114 (a scale of 128 would give 115)
+    pytest.param("int8", [1.0, 0.9, -0.9], [127, 114, -114], id="int8-scale-127"),
+    # peak 0.3: 0.1 * 127 / 0.3 = 42.33 -> 42
+    pytest.param("int8", [0.3, 0.1, -0.3], [127, 42, -127], id="int8-peak-0.3"),
     pytest.param("uint8", [0.5, -1.0, 0.25, 0.0], [192, 1, 160, 128], id="uint8-is-int8-plus-128"),
     # bits 1010 0001 -> 0xA1 = 161
     pytest.param("ubinary", [0.1, -0.2, 0.3, 0.0, 0.0, 0.0, 0.0, 0.9], [161], id="ubinary"),
@@ -37,6 +42,8 @@ DERIVED = [
     pytest.param("ubinary", [0.1, -0.2, 0.3, 0.0, 0.0, 0.0, 0.0, 0.9, 0.5], [161, 128], id="ubinary-padded"),
     pytest.param("binary", [0.1, -0.2, 0.3, 0.0, 0.0, 0.0, 0.0, 0.9, -0.5], [33, -128], id="binary-is-minus-128"),
     pytest.param("binary", [1.0] * 8, [127], id="binary-all-set"),
+    pytest.param("ubinary", [-1.0] * 8 + [1.0] * 8, [0, 255], id="ubinary-two-bytes"),
+    pytest.param("ubinary", [], [], id="ubinary-empty"),
     # float32 LE: 1.0 = 00 00 80 3F, -2.0 = 00 00 00 C0; base64 of those 8 bytes
     pytest.param("base64", [1.0, -2.0], "AACAPwAAAMA=", id="base64-float32-le"),
     pytest.param("float", [0.25, -0.5], [0.25, -0.5], id="float"),
@@ -66,6 +73,29 @@ REQUESTS = [
 ]
 
 
+ACCEPTED = [
+    *(pytest.param({"texts": ["a"], "input_type": kind}, id=f"input_type-{kind}")
+      for kind in ("search_document", "search_query", "classification", "clustering", "image")),
+    *(pytest.param({"texts": ["a"], "embedding_types": [kind]}, id=f"embedding_type-{kind}")
+      for kind in ("float", "int8", "uint8", "binary", "ubinary", "base64")),
+    *(pytest.param({"texts": ["a"], "truncate": value}, id=f"truncate-{value}") for value in ("NONE", "START", "END")),
+    pytest.param({"inputs": [{"content": [{"type": "text", "text": "a"}]}]}, id="one-input"),
+    pytest.param({"texts": ["a"], "output_dimension": 1, "max_tokens": 1, "priority": 0}, id="lowest-bounds"),
+    pytest.param({"texts": ["a"], "priority": 999}, id="priority-999"),
+]
+
+
+@pytest.mark.parametrize("fields", ACCEPTED)
+def test_every_documented_value_is_accepted(fields: dict[str, Any]) -> None:
+    parsed = request(**fields)
+    assert parsed.model_dump(exclude_none=True) == {"model": "m", "input_type": "search_document", **fields}
+
+
+def test_cohere_fields_stay_home_unless_told() -> None:
+    body = to_openai_embedding_request(request(texts=["a"], truncate="END"))
+    assert body == {"model": "m", "input": ["a"], "encoding_format": "float"}
+
+
 @pytest.mark.parametrize(("fields", "cohere_provider", "expected"), REQUESTS)
 def test_openai_request(fields: dict[str, Any], cohere_provider: bool, expected: dict[str, Any]) -> None:
     body = to_openai_embedding_request(request(**fields), cohere_provider=cohere_provider)
@@ -75,6 +105,15 @@ def test_openai_request(fields: dict[str, Any], cohere_provider: bool, expected:
 BAD = [
     pytest.param({"texts": ["a"], "images": [PNG]}, "not texts and images", id="two-kinds"),
     pytest.param({}, "one of texts, images or inputs is required", id="none"),
+    pytest.param({"inputs": [{"content": [{"type": "text", "text": "a"}, {"type": "image_url",
+                                                                         "image_url": {"url": PNG}}]}]},
+                 "inputs[0].content: Value error, has 2 parts; this proxy embeds one text or one image per input",
+                 id="input-of-two-parts"),
+    pytest.param({"texts": ["a"], "embedding_types": []}, "embedding_types", id="no-embedding-types"),
+    pytest.param({"inputs": []}, "inputs", id="no-inputs"),
+    pytest.param({"texts": ["a"], "output_dimension": 0}, "output_dimension", id="output_dimension-0"),
+    pytest.param({"texts": ["a"], "max_tokens": 0}, "max_tokens", id="max_tokens-0"),
+    pytest.param({"texts": ["a"], "priority": -1}, "priority", id="priority-negative"),
     pytest.param({"texts": ["a"] * 96}, None, id="96-texts-fit"),
     pytest.param({"texts": ["a"] * 97}, "texts: List should have at most 96 items", id="97-texts"),
     pytest.param({"inputs": [{"content": [{"type": "text", "text": "a"}]}] * 97}, "inputs", id="97-inputs"),
@@ -95,6 +134,16 @@ def test_bad_requests_name_the_field(fields: dict[str, Any], fragment: str | Non
     with pytest.raises(CohereError) as raised:
         request(**fields)
     assert raised.value.status == 400 and fragment in raised.value.message
+
+
+def test_what_is_missing_and_what_is_too_much_have_their_codes() -> None:
+    with pytest.raises(CohereError) as missing:
+        request()
+    assert missing.value.code == "missing_field"
+    with pytest.raises(CohereError) as both:
+        request(texts=["a"], inputs=[{"content": [{"type": "text", "text": "a"}]}])
+    assert both.value.code == "invalid_field" and both.value.message == "send one of texts, images or inputs, not " \
+        "texts and inputs"
 
 
 def openai_answer(*vectors: Any, tokens: int = 7) -> dict[str, Any]:
@@ -133,5 +182,13 @@ def test_a_provider_answering_another_count_is_an_error(answer: dict[str, Any]) 
 
 
 def test_an_embedding_that_is_not_a_list_is_an_error() -> None:
-    with pytest.raises(CohereError):
+    with pytest.raises(CohereError) as raised:
         to_cohere_embed_response(openai_answer({"oops": 1}), request(texts=["x"]), "call-5")
+    assert (raised.value.status, raised.value.message) == \
+        (500, "the provider answered an embedding that is not a list of numbers")
+
+
+def test_no_usage_bills_no_tokens() -> None:
+    answer = openai_answer([1.0])
+    del answer["usage"]
+    assert to_cohere_embed_response(answer, request(texts=["x"]), "c")["meta"]["billed_units"] == {"input_tokens": 0}

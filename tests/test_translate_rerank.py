@@ -24,6 +24,34 @@ def test_litellm_request_asks_for_no_documents_back() -> None:
         "max_tokens_per_doc": 50}
 
 
+@pytest.mark.parametrize("fields", [
+    pytest.param({"documents": ["only"]}, id="one-document"),
+    pytest.param({"top_n": 1, "max_tokens_per_doc": 1, "priority": 0}, id="lowest-bounds"),
+    pytest.param({"priority": 999}, id="priority-999"),
+    pytest.param({"model": "m", "query": "q"}, id="one-character-model-and-query"),
+])
+def test_documented_bounds_are_accepted(fields: dict[str, Any]) -> None:
+    assert request(**fields).model_dump(exclude_none=True) == {"model": "m", "query": "q",
+                                                               "documents": ["a", "b", "c"], **fields}
+
+
+V1_ONLY = [
+    ("return_documents", "return_documents is not part of Cohere's v2 rerank API: v2 answers indexes and scores "
+                         "only; look documents up by `index`"),
+    ("rank_fields", "rank_fields is not part of Cohere's v2 rerank API: v2 documents are strings; send each "
+                    "document as one string"),
+    ("max_chunks_per_doc", "max_chunks_per_doc is not part of Cohere's v2 rerank API: v2 bounds documents with "
+                           "`max_tokens_per_doc`"),
+]
+
+
+@pytest.mark.parametrize(("field", "message"), V1_ONLY)
+def test_v1_fields_are_refused_saying_what_v2_does_instead(field: str, message: str) -> None:
+    with pytest.raises(CohereError) as raised:
+        request(**{field: None})
+    assert (raised.value.status, raised.value.code, raised.value.message) == (400, "invalid_field", message)
+
+
 @pytest.mark.parametrize(("fields", "fragment"), [
     pytest.param({"return_documents": False}, "return_documents is not part of Cohere's v2", id="return_documents"),
     pytest.param({"rank_fields": ["title"]}, "rank_fields", id="rank_fields"),
@@ -33,6 +61,8 @@ def test_litellm_request_asks_for_no_documents_back() -> None:
     pytest.param({"query": ""}, "query", id="empty-query"),
     pytest.param({"top_n": 0}, "top_n", id="top_n-0"),
     pytest.param({"max_tokens_per_doc": 0}, "max_tokens_per_doc", id="max_tokens_per_doc-0"),
+    pytest.param({"priority": 1000}, "priority", id="priority-1000"),
+    pytest.param({"priority": -1}, "priority", id="priority-negative"),
 ])
 def test_bad_requests_name_the_field(fields: dict[str, Any], fragment: str) -> None:
     with pytest.raises(CohereError) as raised:
@@ -63,3 +93,8 @@ def test_a_ranked_document_that_was_not_sent_is_an_error(index: Any) -> None:
     with pytest.raises(CohereError) as raised:
         to_cohere_rerank_response({"results": [{"index": index, "relevance_score": 0.5}]}, request(), "call-3")
     assert raised.value.status == 500
+
+
+def test_a_result_without_a_score_scores_zero() -> None:
+    out = to_cohere_rerank_response({"results": [{"index": 1}]}, request(), "call-4")
+    assert out["results"] == [{"index": 1, "relevance_score": 0.0}]

@@ -178,11 +178,10 @@ def embedding_of(kind: EmbeddingType, vector: Sequence[float]) -> Any:
 
 
 def int8_codes(vector: Sequence[float]) -> list[int]:
-    peak = max((abs(value) for value in vector), default=0.0)
-    if peak == 0:
+    if not any(vector):
         return [0] * len(vector)
-    scale = 127 / peak
-    return [max(-127, min(127, _round_half_away(value * scale))) for value in vector]
+    scale = 127 / max(abs(value) for value in vector)  # the peak itself is exactly ±127, so no code passes it
+    return [_round_half_away(value * scale) for value in vector]
 
 
 def _round_half_away(value: float) -> int:
@@ -192,13 +191,10 @@ def _round_half_away(value: float) -> int:
 
 
 def packed_bits(vector: Sequence[float]) -> list[int]:
-    out = []
-    for start in range(0, len(vector), 8):
-        byte = 0
-        for position, value in enumerate(vector[start:start + 8]):
-            if value > 0:
-                byte |= 0x80 >> position
-        out.append(byte)
+    out = [0] * ((len(vector) + 7) // 8)
+    for position, value in enumerate(vector):
+        if value > 0:
+            out[position // 8] |= 0x80 >> (position % 8)
     return out
 
 
