@@ -4,6 +4,7 @@ reached the provider, statuses, limits and spend."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import struct
 from typing import Any
@@ -12,12 +13,14 @@ import cohere
 import cohere.core
 import cohere.errors
 import httpx
+import jwt
 import pytest
 
 from plugin.auth.ledger import to_nanos
 
 from .fake_upstream import EMBEDDING_DIMENSIONS, FakeUpstream, Reply, embedding_for
-from .harness import ProxyProcess, virtual_key
+from .harness import HS_SECRET, ProxyProcess, virtual_key
+from .jwt_issuer import claims
 from .test_limits_under_concurrency import settled_spend
 from .test_route_errors import assert_cohere_error
 
@@ -263,6 +266,15 @@ def test_a_key_may_use_only_its_models_and_rate(proxy: ProxyProcess, http: httpx
     assert int(refused.headers["retry-after"]) > 0
     assert token not in refused.text
     assert len(fake.requests) == 2
+
+
+def test_a_virtual_key_jwt_acts_as_its_key(proxy: ProxyProcess, http: httpx.Client, fake: FakeUpstream) -> None:
+    key = hashlib.sha256(virtual_key("cfg", "models").encode()).hexdigest()  # models: [fake]
+    token = jwt.encode(claims(vk=key, ttl=300), HS_SECRET, algorithm="HS256")
+    assert_cohere_error(post(http, EMBED, embed_body(), token), 403, "may not use model 'fake-embed'")
+    assert_cohere_error(post(http, RERANK, {"model": "fake-rerank", "query": "q", "documents": ["a"]}, token), 403,
+                        "may not use model 'fake-rerank'")
+    assert fake.requests == []
 
 
 @pytest.mark.parametrize("source", ["cfg", "store"])
