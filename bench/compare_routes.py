@@ -63,10 +63,15 @@ class ProxyCpu:
         return self.seconds[name] / max(1, self.requests[name]) * 1e3
 
 
-def sequential(client: httpx.Client, requests: int, cpu: ProxyCpu) -> dict[str, list[float]]:
+Call = tuple[str, dict[str, Any]]  # a route's path and the body sent to it
+
+
+def sequential(client: httpx.Client, requests: int, cpu: ProxyCpu,
+               routes: tuple[Call, Call] = (COHERE, OPENAI)) -> dict[str, list[float]]:
+    """`requests` calls of each of `routes` (ours, then LiteLLM's), alternating; seconds each."""
     times: dict[str, list[float]] = {"cohere": [], "openai": []}
     for i in range(requests * 2):
-        name, (path, body) = ("cohere", COHERE) if i % 2 == 0 else ("openai", OPENAI)
+        name, (path, body) = ("cohere", routes[0]) if i % 2 == 0 else ("openai", routes[1])
         with cpu.spent_on(name):
             start = time.perf_counter()
             response = client.post(path, json=body)

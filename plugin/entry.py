@@ -9,7 +9,7 @@ from typing import NoReturn
 
 from litellm.integrations.custom_logger import CustomLogger
 
-from . import host, key_info, route
+from . import embed_route, host, key_info, route
 from .auth.hook import mpilot_auth
 from .auth.ledger import SqliteLedger
 from .auth.spend import key_spend
@@ -45,6 +45,7 @@ class CohereV2Chat(CustomLogger):
                 refuse_to_start(f"the limits ledger {ledger} cannot be opened ({error}); set "
                                 "mpilot.limits.ledger_path to a writable file, or give the proxy a Redis")
         host.mount(route.router, chat_completions=True)
+        host.mount_as(embed_route.router, embed_route.VIEWS)
         host.mount(key_info.router)
         host.register_callback(key_spend)
         host.warm_up()

@@ -18,6 +18,7 @@ import re
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextvars import ContextVar
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -207,9 +208,11 @@ async def complete(
     caller: Caller,
     openai_body: dict[str, Any],
     frames: FrameTranslator,
+    route_type: str = "acompletion",
 ) -> tuple[Any, dict[str, str]]:
     """Run `openai_body` through the proxy's request processing, as its `/v1/chat/completions` does:
     key metadata, pre/during/post-call hooks, the router (fallbacks, retries), spend logging.
+    `route_type`: LiteLLM's name of the call (`aembedding`, `arerank`: as its own routes of that kind).
 
     Returns (OpenAI response dict, response headers) or, for a stream, (a streaming Response whose
     frames `frames` made, {}). A failure raises `CohereError` after LiteLLM's failure hooks ran.
@@ -233,7 +236,7 @@ async def complete(
             request=request,
             fastapi_response=headers_sink,
             user_api_key_dict=caller,
-            route_type="acompletion",
+            route_type=route_type,  # type: ignore[arg-type]  # LiteLLM's Literal lacks "arerank", which it routes
             proxy_logging_obj=proxy.proxy_logging_obj,
             llm_router=proxy.llm_router,
             # A client that leaves a non-stream call cancels it upstream, as a stream's does (LiteLLM's
@@ -630,10 +633,9 @@ async def estimate_cost_nanos(request: Request, models: list[str], default_max_t
     token counter times the input price, plus max_tokens, else `default_max_tokens` capped by the
     model's output limit, times the output price), the dearest model named. 0 when no price is known."""
     from litellm.proxy import proxy_server as proxy
-    body = dict(await _parsed_body(request))
+    body, route = as_litellm_sees(dict(await _parsed_body(request)), route_of(request))
     if not any(body.get(field) is not None for field in _OUTPUT_TOKEN_FIELDS):
         body["max_tokens"] = default_max_tokens
-    route = route_of(request)
     dearest = 0.0
     try:
         # Each model the request names (body, path, query, fallbacks) in turn: the call may use any.
@@ -641,6 +643,7 @@ async def estimate_cost_nanos(request: Request, models: list[str], default_max_t
             body["model"] = model
             counts = await _input_token_counts(body, route, proxy.llm_router, team_id)
             dearest = max(dearest, _max_cost(body, route, model, counts) or 0.0)
+        dearest = max(dearest, search_units_cost(body, route, models))
     except Exception as error:  # noqa: BLE001  # an estimate never fails a request; the budget still holds
         log.warning("MPilot limits: no cost estimate (%s); reserving nothing for this call", type(error).__name__)
         return 0
@@ -1010,3 +1013,80 @@ def _cohere_usage(usage: Any) -> ChatCompletionUsageBlock | None:
     if usage.get("cached_tokens"):
         block["prompt_tokens_details"] = {"cached_tokens": int(usage["cached_tokens"])}
     return block
+
+
+# --- Cohere embed and rerank (issue 12) -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LitellmView:
+    """How LiteLLM is to see one of our routes that is not a chat: as its own route of the same kind
+    (`/v1/embeddings`, `/v1/rerank`), which gives it that route's call types (LiteLLM then finds them at
+    once instead of matching the path against every pattern it knows, as for the chat route) and the
+    budget estimate that route's rules (inputs counted, no output tokens); and our request body in that
+    route's shape (None: not a body the route will accept, which it refuses itself)."""
+
+    route: str
+    body: Callable[[dict[str, Any]], dict[str, Any] | None]
+
+
+_views: dict[str, LitellmView] = {}
+
+
+def mount_as(router: APIRouter, views: Mapping[str, LitellmView]) -> None:
+    """`mount` a router whose paths LiteLLM is to see as `views` says. Idempotent, as `mount`."""
+    from litellm.types.utils import API_ROUTE_TO_CALL_TYPES
+
+    mount(router)
+    for path, view in views.items():
+        _views[path] = view
+        API_ROUTE_TO_CALL_TYPES.setdefault(path, API_ROUTE_TO_CALL_TYPES[view.route])  # type: ignore[attr-defined]
+
+
+def as_litellm_sees(body: dict[str, Any], route: str) -> tuple[dict[str, Any], str]:
+    """A request's body and route as LiteLLM's estimate is to read them (see `LitellmView`)."""
+    view = _views.get(route)
+    seen = view.body(body) if view is not None else None
+    return (seen, view.route) if view is not None and seen is not None else (body, route)
+
+
+def _unstreamed(frames: AsyncIterator[str | bytes]) -> AsyncIterator[str | bytes]:
+    return frames  # embeddings and rankings are never streamed
+
+
+async def embed(request: Request, caller: Caller, openai_body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """LiteLLM's embedding call for `openai_body` (OpenAI's `/v1/embeddings` shape), through the proxy's
+    request processing as its own `/v1/embeddings` runs it: (OpenAI-format response, response headers)."""
+    return await complete(request, caller, openai_body, frames=_unstreamed, route_type="aembedding")
+
+
+async def rerank(request: Request, caller: Caller, body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """LiteLLM's rerank call for `body` (its rerank shape, which is Cohere's), through the proxy's request
+    processing (its own `/v1/rerank` skips part of it: the post-call hooks): (response, headers)."""
+    return await complete(request, caller, body, frames=_unstreamed, route_type="arerank")
+
+
+def search_units_cost(body: dict[str, Any], route: str, models: list[str]) -> float:
+    """The most a rerank call may cost where its model is priced per search unit (`input_cost_per_query`,
+    which LiteLLM's own estimate does not read): the dearest price of the models named times the call's
+    search units by Cohere's definition, one per 100 documents. 0 for any other call."""
+    from litellm.proxy import proxy_server as proxy
+
+    documents = body.get("documents")
+    if route != "/v1/rerank" or not isinstance(documents, list) or not documents:
+        return 0.0
+    prices = [_price_per_query(deployment) for deployment in (proxy.llm_router.model_list if proxy.llm_router else [])
+              if deployment.get("model_name") in models]
+    return max(prices, default=0.0) * -(-len(documents) // 100)
+
+
+def _price_per_query(deployment: Mapping[str, Any]) -> float:
+    """A deployment's price per search unit: its `model_info`'s, else LiteLLM's model map's."""
+    import litellm
+
+    price = (deployment.get("model_info") or {}).get("input_cost_per_query")
+    if price is None:
+        name = str((deployment.get("litellm_params") or {}).get("model") or "")
+        price = (litellm.model_cost.get(name) or litellm.model_cost.get(name.partition("/")[2]) or {}) \
+            .get("input_cost_per_query")
+    return float(price or 0.0)

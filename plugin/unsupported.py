@@ -19,7 +19,8 @@ try:
 except Exception:  # noqa: BLE001  # even then the stand-in must load
     CustomLogger = object  # type: ignore[assignment,misc]
 
-ROUTES = (("POST", "/litellm/cohere/v2/chat"), ("GET", "/mpilot/key/info"))
+ROUTES = (("POST", "/litellm/cohere/v2/chat"), ("POST", "/litellm/cohere/v2/embed"),
+          ("POST", "/litellm/cohere/v2/rerank"), ("GET", "/mpilot/key/info"))
 
 
 def is_mpilot_token(token: str) -> bool:

@@ -7,6 +7,7 @@ provider. Each request takes the next scripted `Reply` (or the default one) and 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import threading
 import time
@@ -84,7 +85,10 @@ class FakeUpstream:
         self._lock = threading.Lock()
         self._gate = threading.Event()
         app = Starlette(routes=[Route("/v1/chat/completions", self._chat, methods=["POST"]),
-                                Route("/v2/chat", self._cohere_chat, methods=["POST"])])
+                                Route("/v2/chat", self._cohere_chat, methods=["POST"]),
+                                Route("/v1/embeddings", self._embeddings, methods=["POST"]),
+                                Route("/v2/embed", self._cohere_embed, methods=["POST"]),
+                                Route("/v2/rerank", self._cohere_rerank, methods=["POST"])])
         self._server = LoopbackServer(app, self.port)
 
     def start(self) -> FakeUpstream:
@@ -218,6 +222,68 @@ class FakeUpstream:
                       "tokens": {"input_tokens": reply.prompt_tokens, "output_tokens": reply.completion_tokens}},
         })
 
+    async def _scripted_failure(self, request: Request, body: dict[str, Any]) -> Response | None:
+        """Record a request; the next scripted reply's delay, and its error answer (Cohere's shape on
+        Cohere's paths, OpenAI's elsewhere), if it has one."""
+        self.requests.append(Seen(body=body, headers=dict(request.headers)))
+        reply = self._next()
+        if reply.delay and not await self._wait_unless_abandoned(request, reply.delay):
+            return JSONResponse({"message": "caller went away"}, status_code=499)
+        if reply.status == 200:
+            return None
+        if request.url.path.startswith("/v2/"):
+            return JSONResponse({"message": reply.error_message}, status_code=reply.status)
+        return JSONResponse({"error": {"message": reply.error_message, "type": "upstream_error",
+                                       "code": str(reply.status)}}, status_code=reply.status)
+
+    async def _embeddings(self, request: Request) -> Any:
+        """OpenAI's embeddings API: one vector per input, derived from its text (see `embedding_for`)."""
+        body = await request.json()
+        failure = await self._scripted_failure(request, body)
+        if failure is not None:
+            return failure
+        inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        dimensions = int(body.get("dimensions") or EMBEDDING_DIMENSIONS)
+        tokens = sum(embedding_tokens(text) for text in inputs)
+        return JSONResponse({
+            "object": "list", "model": body.get("model"),
+            "data": [{"object": "embedding", "index": i, "embedding": embedding_for(text, dimensions)}
+                     for i, text in enumerate(inputs)],
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        })
+
+    async def _cohere_embed(self, request: Request) -> Any:
+        """Cohere's own v2 embed API, as LiteLLM's Cohere provider calls it (floats only)."""
+        body = await request.json()
+        failure = await self._scripted_failure(request, body)
+        if failure is not None:
+            return failure
+        inputs = body.get("texts") or body.get("images") or []
+        dimensions = int(body.get("output_dimension") or EMBEDDING_DIMENSIONS)
+        return JSONResponse({
+            "id": "cohere-fake-embed", "response_type": "embeddings_by_type",
+            "embeddings": {"float": [embedding_for(text, dimensions) for text in inputs]}, "texts": inputs,
+            "meta": {"api_version": {"version": "2"},
+                     "billed_units": {"input_tokens": sum(embedding_tokens(text) for text in inputs)}},
+        })
+
+    async def _cohere_rerank(self, request: Request) -> Any:
+        """Cohere's own v2 rerank API, as LiteLLM's Cohere rerank provider calls it: each document scored
+        by the share of the query's words it contains, best first; one search unit per 100 documents."""
+        body = await request.json()
+        failure = await self._scripted_failure(request, body)
+        if failure is not None:
+            return failure
+        query = set(body["query"].lower().split())
+        scores = [len(query & set(document.lower().split())) / max(1, len(query)) for document in body["documents"]]
+        ranked = sorted(range(len(scores)), key=lambda i: (-scores[i], i))[:body.get("top_n") or len(scores)]
+        return JSONResponse({
+            "id": "cohere-fake-rerank",
+            "results": [{"index": i, "relevance_score": scores[i]} for i in ranked],
+            "meta": {"api_version": {"version": "2"},
+                     "billed_units": {"search_units": -(-len(scores) // 100)}},
+        })
+
     async def _cohere_stream(self, reply: Reply):
         # One JSON object a line: the framing LiteLLM 1.108.7's Cohere v2 stream parser reads (it fails
         # on SSE `event:`/`data:` lines, so it cannot stream Cohere's own SSE; see the closing notes).
@@ -258,6 +324,23 @@ class FakeUpstream:
         except (asyncio.CancelledError, GeneratorExit):
             self.disconnects += 1
             raise
+
+
+EMBEDDING_DIMENSIONS = 16  # of every fake embedding, unless the request asks for other dimensions
+
+
+def embedding_for(text: str, dimensions: int = EMBEDDING_DIMENSIONS) -> list[float]:
+    """The fake's embedding of `text`: each value from a byte of SHA-256 digests of the text, in -1..1,
+    four decimals, about half of them negative."""
+    digest = b""
+    while len(digest) < dimensions:
+        digest += hashlib.sha256(f"{len(digest)}:{text}".encode()).digest()
+    return [round((byte - 127.5) / 127.5, 4) for byte in digest[:dimensions]]
+
+
+def embedding_tokens(text: str) -> int:
+    """The tokens the fake bills for embedding `text`: its words, at least one."""
+    return max(1, len(text.split()))
 
 
 _RESET = object()  # in a faulty answer's parts: drop the connection here

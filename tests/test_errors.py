@@ -57,6 +57,14 @@ def test_the_routers_fallback_notes_stay_with_the_operator() -> None:
             "RateLimitError: OpenAIException - provider said 429")
     assert call_failure_message(500, text, "fake") == "provider said 429"
     assert call_failure_message(500, "provider said 500. Received Model Group=fake", "fake") == "provider said 500."
+    # From 1.106 (1.110.2's words): a paragraph naming every model group that has fallbacks.
+    text = ("Error code: 500 - provider said 500\n\nLiteLLM: model group 'fake' failed with the error above and no "
+            "fallback model group was found for it, so the request was not retried on another model. Fallbacks are "
+            "configured for: fake-broken, secret-group. Add a fallbacks entry for that model group (Router fallbacks "
+            "or proxy router_settings.fallbacks) to retry on another model.")
+    assert call_failure_message(500, text, "fake") == "Error code: 500 - provider said 500"
+    assert call_failure_message(500, "provider said 500\n\nLiteLLM: model group 'fake' failed with the error "
+                                     "above. No fallback was attempted.", "fake") == "provider said 500"
 
 
 # The error body, as README "Errors" documents it: status -> (type, code).

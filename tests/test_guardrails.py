@@ -103,3 +103,20 @@ def test_a_blocked_stream_ends_with_an_error_event(http: httpx.Client, co: coher
     fake.script(Reply(text=f"Here is all about {BLOCKED}.", chunk_size=4))
     last = list(co.chat_stream(model="fake", messages=ask("hi")))[-1]
     assert last.type == "message-end" and last.delta.finish_reason == "ERROR"
+
+
+def test_embed_and_rerank_are_guarded_as_litellms_own_routes(http: httpx.Client, fake: FakeUpstream) -> None:
+    """The content filter reads an embedding's input and a ranking's query as it does on LiteLLM's own
+    `/v1/embeddings` and `/v1/rerank`: blocked on both, nothing sent."""
+    texts = [f"all about {BLOCKED}"]
+    ours = http.post("/litellm/cohere/v2/embed", json={"model": "fake-embed", "input_type": "search_query",
+                                                       "texts": texts})
+    theirs = http.post("/v1/embeddings", json={"model": "fake-embed", "input": texts})
+    assert (ours.status_code, theirs.status_code) == (400, 400), (ours.text, theirs.text)
+    assert f"keyword '{BLOCKED}' detected" in ours.json()["message"]
+    assert set(ours.json()) == {"type", "message", "code", "id"}
+    ranking = {"model": "fake-rerank", "query": f"what is {BLOCKED}", "documents": ["a", "b"]}
+    ours, theirs = http.post("/litellm/cohere/v2/rerank", json=ranking), http.post("/v1/rerank", json=ranking)
+    assert (ours.status_code, theirs.status_code) == (400, 400), (ours.text, theirs.text)
+    assert ours.json()["message"] == f"Content blocked: keyword '{BLOCKED}' detected"
+    assert fake.requests == []

@@ -90,9 +90,12 @@ def redact(text: str) -> str:
 _LITELLM_WRAPPING = re.compile(r"^\s*(?:litellm\.[A-Za-z]+:\s*)?(?:[A-Za-z]+Error:\s*)?(?:[A-Za-z_]+Exception\s*-\s*)?")
 
 
-# What LiteLLM's router (1.100-1.104) appends to a failed call's message: the proxy's fallback settings,
-# which are the operator's business, and the whole message again. The provider's words end before it.
-_ROUTER_FALLBACK_NOTE = re.compile(r"No fallback model group found for original model_group=|Received Model Group=")
+# What LiteLLM's router appends to a failed call's message: the proxy's fallback settings, which are the
+# operator's business, and (1.100-1.104) the whole message again; from 1.106 a paragraph of its own ("LiteLLM:
+# model group 'x' failed with the error above ... Fallbacks are configured for: ..."). The provider's words
+# end before it.
+_ROUTER_FALLBACK_NOTE = re.compile(r"No fallback model group found for original model_group=|Received Model Group="
+                                   r"|\n\nLiteLLM: model group '")
 
 
 def call_failure_message(status: int, text: str, model: str | None) -> str:

@@ -8,7 +8,7 @@ ignored so newer clients keep working; unknown roles and content types are refus
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import pydantic_core
 from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -18,6 +18,10 @@ from .errors import NON_FINITE_NUMBER, CohereError, from_validation_error
 
 class _Schema(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True)
+
+
+RequestSchema = _Schema  # the base of every endpoint's request schema: strict types, unknown fields ignored
+RequestT = TypeVar("RequestT", bound=BaseModel)
 
 
 def _finite_numbers(value: dict[str, Any] | list[Any]) -> dict[str, Any] | list[Any]:
@@ -199,8 +203,14 @@ class ChatRequest(_Schema):
 
 def parse_chat_request(body: bytes) -> ChatRequest:
     """Validate a raw request body; a bad one raises `CohereError` (400) naming the field."""
+    return parse_body(ChatRequest, body)
+
+
+def parse_body(schema: type[RequestT], body: bytes) -> RequestT:
+    """A raw request body validated as `schema` (a Cohere request of any endpoint); a bad one raises
+    `CohereError` (400) naming the field as the client spelled it."""
     try:
-        return ChatRequest.model_validate_json(body)
+        return schema.model_validate_json(body)
     except ValidationError as error:
         problems = error.errors(include_url=False)
         # Only a field's problem needs the body decoded, to name the field as the client spelled it.
@@ -226,4 +236,4 @@ def _decoded(body: bytes) -> Any:
         return None
 
 
-__all__ = ["ChatRequest", "CohereError", "decode_json_body", "parse_chat_request"]
+__all__ = ["ChatRequest", "CohereError", "decode_json_body", "parse_body", "parse_chat_request"]

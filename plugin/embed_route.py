@@ -1,0 +1,96 @@
+"""`POST /litellm/cohere/v2/embed` and `POST /litellm/cohere/v2/rerank`: auth -> validate -> translate ->
+LiteLLM's embedding or rerank call -> translate back. One route function per endpoint."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+from pydantic import ValidationError
+
+from . import host
+from .auth.hook import mpilot_auth
+from .cohere.embed import EmbedRequest, parse_embed_request, to_cohere_embed_response, to_openai_embedding_request
+from .cohere.errors import CohereError
+from .cohere.rerank import RerankRequest, parse_rerank_request, to_cohere_rerank_response, to_litellm_rerank_request
+from .cohere.wire import dumps
+from .route import error_response
+
+EMBED_PATH = "/litellm/cohere/v2/embed"
+RERANK_PATH = "/litellm/cohere/v2/rerank"
+RequestT = TypeVar("RequestT")
+
+router = APIRouter()
+
+
+@router.post(EMBED_PATH, tags=["Cohere v2 embed (MPilot)"])
+async def cohere_v2_embed(
+    request: Request,
+    caller: Annotated[host.Caller | CohereError, Depends(host.caller_or_refusal)],
+) -> Response:
+    """Cohere's v2 embed API, served by any embedding model the proxy's router can reach."""
+    return await serve(request, caller, parse_embed_request, _embedding_call, to_cohere_embed_response)
+
+
+@router.post(RERANK_PATH, tags=["Cohere v2 rerank (MPilot)"])
+async def cohere_v2_rerank(
+    request: Request,
+    caller: Annotated[host.Caller | CohereError, Depends(host.caller_or_refusal)],
+) -> Response:
+    """Cohere's v2 rerank API, served by any rerank model the proxy's router can reach."""
+    return await serve(request, caller, parse_rerank_request, _rerank_call, to_cohere_rerank_response)
+
+
+async def _embedding_call(request: Request, caller: host.Caller, embed: EmbedRequest) -> Called:
+    return await host.embed(request, caller, to_openai_embedding_request(embed, host.served_by_cohere(embed.model)))
+
+
+async def _rerank_call(request: Request, caller: host.Caller, rerank: RerankRequest) -> Called:
+    return await host.rerank(request, caller, to_litellm_rerank_request(rerank))
+
+
+Called = tuple[dict[str, Any], dict[str, str]]  # LiteLLM's answer and the response headers
+
+
+async def serve(request: Request, caller: host.Caller | CohereError, parse: Callable[[bytes], RequestT],
+                call: Callable[[Request, host.Caller, RequestT], Awaitable[Called]],
+                translate: Callable[[dict[str, Any], RequestT, str], dict[str, Any]]) -> Response:
+    """One call of an endpoint: the caller's refusal, or its request parsed, called and translated back,
+    each failure in Cohere's shape."""
+    if isinstance(caller, CohereError):
+        return error_response(caller)
+    try:
+        parsed = parse(await request.body())
+        result, headers = await call(request, caller, parsed)
+    except CohereError as error:
+        await mpilot_auth().release(host.reservation_of(caller))  # a call that never ran costs nothing
+        return error_response(error)
+    try:
+        body = translate(result, parsed, host.call_id(headers))
+    except CohereError as error:  # a provider's answer of the wrong shape; the call ran and was settled
+        error.headers = {**headers, **error.headers}
+        return error_response(error)
+    return Response(content=dumps(body), media_type="application/json", headers=headers)
+
+
+def _embedding_input(body: dict[str, Any]) -> dict[str, Any] | None:
+    """An embed body as LiteLLM's `/v1/embeddings` takes it, for the budget estimate (inputs counted)."""
+    try:
+        embed = EmbedRequest.model_validate(body)
+    except ValidationError:
+        return None
+    return {"model": embed.model, "input": embed.items()}
+
+
+def _rerank_input(body: dict[str, Any]) -> dict[str, Any] | None:
+    try:
+        rerank = RerankRequest.model_validate(body)
+    except (ValidationError, CohereError):
+        return None
+    return to_litellm_rerank_request(rerank)
+
+
+VIEWS = {EMBED_PATH: host.LitellmView("/v1/embeddings", _embedding_input),
+         RERANK_PATH: host.LitellmView("/v1/rerank", _rerank_input)}
