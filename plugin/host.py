@@ -339,8 +339,9 @@ def bound_each_try() -> None:
 
     LiteLLM hands the try's timeout (the deployment's, else the router's; a stream's `stream_timeout` where
     set) to the HTTP client, which applies it to each read: a provider that drips its answer a byte at a
-    time holds a call for as long as it likes. The router calls `litellm.acompletion` once per try, looked
-    up at call time on every supported release, so it is wrapped: for our route's requests only
+    time holds a call for as long as it likes. The router calls `litellm.acompletion` (`aembedding`,
+    `arerank`) once per try, looked up at call time on every supported release, so each is wrapped: for our
+    routes' requests only
     (`_stream_end` is set), a try that has not answered within its timeout fails with LiteLLM's own
     `Timeout`, which the router retries or falls back from as it would a read timeout. A stream's try ends
     when the stream opens; each of its frames is then bounded by the same timeout
@@ -348,12 +349,21 @@ def bound_each_try() -> None:
     """
     import litellm
 
-    try_call = litellm.acompletion
-    if getattr(try_call, "_mpilot_bounded", False):
-        return
+    for name in _TRY_CALLS:
+        try_call = getattr(litellm, name)
+        if not getattr(try_call, "_mpilot_bounded", False):
+            setattr(litellm, name, _bounded(try_call))
+
+
+_TRY_CALLS = ("acompletion", "aembedding", "arerank")  # the calls our routes make (`complete`'s route_type)
+
+
+def _bounded(try_call: Callable[..., Any]) -> Callable[..., Any]:
+    """`try_call`, each try bounded as a whole by its timeout on our routes (see `bound_each_try`)."""
+    import litellm
 
     @functools.wraps(try_call)
-    async def acompletion(*args: Any, **kwargs: Any) -> Any:
+    async def bounded(*args: Any, **kwargs: Any) -> Any:
         stream_end = _stream_end.get()
         seconds = _seconds(kwargs.get("timeout"))
         if stream_end is None or seconds is None:
@@ -370,8 +380,8 @@ def bound_each_try() -> None:
                 model=model, llm_provider=str(kwargs.get("custom_llm_provider") or model.partition("/")[0]),
             ) from None
 
-    acompletion._mpilot_bounded = True  # type: ignore[attr-defined]
-    litellm.acompletion = acompletion  # type: ignore[assignment]
+    bounded._mpilot_bounded = True  # type: ignore[attr-defined]
+    return bounded
 
 
 def _seconds(timeout: Any) -> float | None:

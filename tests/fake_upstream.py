@@ -79,6 +79,7 @@ class FakeUpstream:
         self.default = default or Reply()
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
         self.requests: list[Seen] = []
+        self._answered = self.default
         self.disconnects = 0  # streams the caller abandoned before their end
         self.abandoned = 0  # non-stream calls the caller left while their answer was delayed
         self._script: deque[Reply] = deque()
@@ -230,6 +231,7 @@ class FakeUpstream:
         if reply.delay and not await self._wait_unless_abandoned(request, reply.delay):
             return JSONResponse({"message": "caller went away"}, status_code=499)
         if reply.status == 200:
+            self._answered = reply  # the reply the caller serves: it reads this before it awaits anything
             return None
         if request.url.path.startswith("/v2/"):
             return JSONResponse({"message": reply.error_message}, status_code=reply.status)
@@ -245,12 +247,17 @@ class FakeUpstream:
         inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
         dimensions = int(body.get("dimensions") or EMBEDDING_DIMENSIONS)
         tokens = sum(embedding_tokens(text) for text in inputs)
-        return JSONResponse({
+        answer = {
             "object": "list", "model": body.get("model"),
             "data": [{"object": "embedding", "index": i, "embedding": embedding_for(text, dimensions)}
                      for i, text in enumerate(inputs)],
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-        })
+        }
+        if self._answered.fault == "drip":  # one byte at a time, `chunk_delay` apart
+            whole = json.dumps(answer).encode()
+            return StreamingResponse(self._send([whole[i:i + 1] for i in range(len(whole))], self._answered),
+                                     media_type="application/json")
+        return JSONResponse(answer)
 
     async def _cohere_embed(self, request: Request) -> Any:
         """Cohere's own v2 embed API, as LiteLLM's Cohere provider calls it (floats only)."""

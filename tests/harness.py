@@ -126,6 +126,10 @@ def proxy_config_for(upstream: FakeUpstream, extra_models: list[dict[str, Any]] 
         {"model_name": "fake-embed", "litellm_params": {"model": "openai/text-embedding-3-fake",
                                                          "api_base": upstream.base_url, "api_key": "fake-provider-key"},
          "model_info": {"mode": "embedding", **EMBEDDING_PRICE}},
+        {"model_name": "fake-embed-timeout", "litellm_params": {"model": "openai/text-embedding-3-fake",
+                                                                 "api_base": upstream.base_url,
+                                                                 "api_key": "fake-provider-key", "timeout": 1.5},
+         "model_info": {"mode": "embedding", **EMBEDDING_PRICE}},
         {"model_name": "fake-embed-broken", "litellm_params": {"model": "openai/text-embedding-3-broken",
                                                                 "api_base": dead, "api_key": "fake-provider-key"},
          "model_info": {"mode": "embedding", **EMBEDDING_PRICE}},  # falls back to `fake-embed`

@@ -7,6 +7,7 @@ import base64
 import hashlib
 import json
 import struct
+import time
 from typing import Any
 
 import cohere
@@ -131,6 +132,16 @@ def test_the_router_falls_back_from_a_broken_embedder(co: cohere.ClientV2, http:
     assert fake.last["model"] == "text-embedding-3-fake"
     answer = co.embed(model="fake-embed-broken", texts=TEXTS, input_type="search_query")
     assert answer.embeddings.float_ == [embedding_for(text) for text in TEXTS]
+
+
+def test_a_dripping_embedder_is_cut_at_its_timeout(http: httpx.Client, fake: FakeUpstream) -> None:
+    """No read waits more than 20 ms, but the whole answer would take seconds: the model allows a try 1.5 s."""
+    fake.script(Reply(fault="drip", chunk_delay=0.02))
+    started = time.monotonic()
+    response = post(http, EMBED, embed_body(model="fake-embed-timeout"))
+    assert_cohere_error(response, 504, "1.5s")
+    assert time.monotonic() - started < 5, "the call was not cut at its timeout"
+    assert post(http, EMBED, embed_body(model="fake-embed-timeout")).status_code == 200  # the next one is served
 
 
 BAD_EMBED = [
