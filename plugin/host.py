@@ -1159,7 +1159,12 @@ class ModelTokenizer:
         """Token ids and each token's text. Without special tokens (a BOS), as Cohere's SDKs tokenize."""
         if self._huggingface:
             encoding = self._tokenizer.encode(text, add_special_tokens=False)
-            return list(encoding.ids), [text[start:end] for start, end in encoding.offsets]
+            # Tokens that split one character (byte-level BPE) share its span: the first carries it.
+            strings, covered = [], 0
+            for start, end in encoding.offsets:
+                strings.append(text[max(start, covered):end])
+                covered = max(covered, end)
+            return list(encoding.ids), strings
         ids = self._tokenizer.encode(text, disallowed_special=())
         return ids, [self._tokenizer.decode_single_token_bytes(i).decode("utf-8", errors="replace") for i in ids]
 

@@ -127,9 +127,10 @@ def proxy_config_for(upstream: FakeUpstream, extra_models: list[dict[str, Any]] 
         {**fake_model("fake-tools", upstream), "model_info": {
             **PRICED, "max_input_tokens": 32000, "supports_function_calling": True, "supports_vision": True,
             "supports_response_schema": True}},
-        # A model whose tokenizer LiteLLM ships (DeepSeek's, a HuggingFace tokenizer), for tokenize.
-        {"model_name": "fake-deepseek",
-         "litellm_params": {"model": "deepseek/deepseek-chat", "api_base": upstream.base_url,
+        # A model whose tokenizer LiteLLM ships (Anthropic's, a HuggingFace tokenizer, on every supported
+        # release), for tokenize. Never called.
+        {"model_name": "fake-claude",
+         "litellm_params": {"model": "anthropic/claude-haiku-4-5", "api_base": upstream.base_url,
                             "api_key": "fake-provider-key"},
          "model_info": dict(PRICED)},
         *(extra_models or []),
