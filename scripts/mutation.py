@@ -55,6 +55,8 @@ TARGETS = [
     "plugin/cohere/citations.py",
     "plugin/cohere/errors.py",
     "plugin/cohere/wire.py",
+    "plugin/cohere/models.py",
+    "plugin/cohere/tokenize.py",
     "plugin/auth/tokens.py",
     "plugin/auth/keys.py",
 ]
@@ -69,6 +71,7 @@ UNIT_TESTS = [
     "tests/test_citation_markup.py",
     "tests/test_wire.py",
     "tests/test_errors.py",
+    "tests/test_translate_models.py",
     "tests/test_jwt_verifier.py",
     "tests/test_virtual_keys.py",
 ]

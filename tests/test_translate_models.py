@@ -9,7 +9,12 @@ import pytest
 
 from plugin.cohere.errors import CohereError
 from plugin.cohere.models import ListQuery, ModelGroup, get_model, list_models, parse_list_query
-from plugin.cohere.tokenize import parse_detokenize_request, parse_tokenize_request, tokenize_response
+from plugin.cohere.tokenize import (
+    detokenize_response,
+    parse_detokenize_request,
+    parse_tokenize_request,
+    tokenize_response,
+)
 
 GROUPS = [
     ModelGroup("small"),
@@ -27,7 +32,9 @@ def query(**params: str) -> ListQuery:
 
 @pytest.mark.parametrize(("group", "endpoints", "features"), [
     pytest.param(ModelGroup("m"), ["chat"], [], id="mode-unknown-is-chat"),
+    pytest.param(ModelGroup("m", mode="chat"), ["chat"], [], id="chat"),
     pytest.param(ModelGroup("m", mode="completion"), ["chat"], [], id="completion"),
+    pytest.param(ModelGroup("m", mode="responses"), ["chat"], [], id="responses"),
     pytest.param(ModelGroup("m", mode="embedding"), ["embed"], [], id="embedding"),
     pytest.param(ModelGroup("m", mode="rerank"), ["rerank"], [], id="rerank"),
     pytest.param(ModelGroup("m", mode="image_generation"), [], [], id="no-cohere-endpoint"),
@@ -95,12 +102,16 @@ def test_list_pages_and_filters(params: dict[str, str], names: list[str], next_t
 def test_bad_list_parameters(params: dict[str, str], message: str) -> None:
     with pytest.raises(CohereError) as refused:
         query(**params)
-    assert (refused.value.status, refused.value.message) == (400, message)
+    assert (refused.value.status, refused.value.message, refused.value.code) == (400, message, "invalid_field")
 
 
-def test_list_defaults_are_cohere_s() -> None:
+def test_list_defaults_and_bounds_are_cohere_s() -> None:
     assert query() == ListQuery(endpoint=None, default_only=False, page_size=20, offset=0)
-    assert query(page_size="1000", page_token="1000000").page_size == 1000
+    assert query(page_size="1000", page_token="1000000") == ListQuery(None, False, 1000, 1000000)
+    assert query(page_size="1", page_token="1") == ListQuery(None, False, 1, 1)
+    assert query(endpoint="chat", default_only="1").default_only is True
+    assert query(endpoint="chat", default_only="0").default_only is False
+    assert query(endpoint="chat", default_only="False").default_only is False
 
 
 @pytest.mark.parametrize(("body", "message"), [
@@ -121,6 +132,8 @@ def test_bad_tokenize_requests(body: dict[str, Any], message: str) -> None:
     ({"tokens": [0] * 65537, "model": "m"}, "tokens: List should have at most 65536 items after validation, not "
                                             "65537"),
     ({"tokens": [], "model": "m"}, "tokens: List should have at least 1 item after validation, not 0"),
+    ({"tokens": [1], "model": ""}, "model: String should have at least 1 character, got ''"),
+    ({"tokens": [1]}, "model is required"),
 ])
 def test_bad_detokenize_requests(body: dict[str, Any], message: str) -> None:
     with pytest.raises(CohereError) as refused:
@@ -134,3 +147,6 @@ def test_tokenize_answers_name_their_tokenizer() -> None:
         "tokens": [1], "token_strings": ["x"], "meta": {"api_version": {"version": "1"},
                                                         "tokenizer": "tiktoken/cl100k_base"}}
     assert tokenize_response([1], ["x"], "t", ["approximate"])["meta"]["warnings"] == ["approximate"]
+    assert detokenize_response("hi", "huggingface/anthropic", []) == {
+        "text": "hi", "meta": {"api_version": {"version": "1"}, "tokenizer": "huggingface/anthropic"}}
+    assert parse_detokenize_request(b'{"tokens": [0, 7], "model": "m"}').tokens == [0, 7]

@@ -36,7 +36,9 @@ class ModelGroup:
 
     @property
     def endpoints(self) -> tuple[str, ...]:
-        return _ENDPOINTS_BY_MODE.get(self.mode or "", _UNKNOWN_MODE_ENDPOINTS if self.mode is None else ())
+        if self.mode is None:
+            return _UNKNOWN_MODE_ENDPOINTS
+        return _ENDPOINTS_BY_MODE.get(self.mode, ())
 
     @property
     def features(self) -> list[str]:
@@ -136,8 +138,8 @@ def list_models(groups: Sequence[ModelGroup], query: ListQuery) -> dict[str, Any
     defaults = default_models(groups)
     if query.endpoint is not None:
         groups = [group for group in groups if query.endpoint in group.endpoints]
-    if query.default_only:
-        groups = [group for group in groups if defaults.get(query.endpoint or "") == group.name]
+    if query.default_only and query.endpoint is not None:  # parse_list_query allows it only with an endpoint
+        groups = [group for group in groups if defaults.get(query.endpoint) == group.name]
     page = groups[query.offset:query.offset + query.page_size]
     body: dict[str, Any] = {"models": [to_cohere_model(group, defaults) for group in page]}
     if query.offset + query.page_size < len(groups):
