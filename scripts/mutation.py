@@ -107,6 +107,8 @@ EQUIVALENT: dict[tuple[str, str, str, str], str] = {
         "only the first piece is kept, and it is the same however many splits follow",
     ("plugin/cohere/errors.py", "<module>", 'NON_FINITE_NUMBER = "non_finite_number"', "'non_finite_number' -> ''"):
         "the name is only compared with itself: schema.py raises it, errors.py reads it",
+    ("plugin/cohere/errors.py", "<module>", 'BOTH_SPELLINGS = "both_spellings"', "'both_spellings' -> ''"):
+        "the name is only compared with itself: schema.py raises it, errors.py reads it",
     ("plugin/cohere/schema.py", "_finite_numbers",
      'NON_FINITE_NUMBER, "{number} is not a JSON number", {"number": item, "at": (*at, key)})',
      "'{number} is not a JSON number' -> '' in argument 2 of `pydantic_core.PydanticCustomError`"):

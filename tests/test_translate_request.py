@@ -375,3 +375,4 @@ def test_response_format_keys_that_are_not_cohere_s_are_refused(response_format:
     with pytest.raises(CohereError) as refused:
         translate(response_format=response_format)
     assert (refused.value.status, refused.value.message) == (400, message)
+    assert refused.value.code == ("invalid_field" if "both" in message else "unknown_field")

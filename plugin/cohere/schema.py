@@ -152,12 +152,12 @@ class Thinking(_Schema):
 class TextFormat(_Schema):
     # Unknown keys are refused here, unlike at the top level: a misspelt schema key would otherwise vanish
     # and the answer would silently be unconstrained JSON.
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid")  # merged with _Schema's: still strict
     type: Literal["text"]
 
 
 class JsonObjectFormat(_Schema):
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid")  # merged with _Schema's: still strict
     type: Literal["json_object"]
     # `schema` is Cohere's older spelling, which LangChain's `with_structured_output` still sends.
     json_schema: JsonObject | None = Field(default=None, validation_alias=AliasChoices("json_schema", "schema"))
