@@ -9,7 +9,7 @@ from typing import NoReturn
 
 from litellm.integrations.custom_logger import CustomLogger
 
-from . import embed_route, host, key_info, route
+from . import embed_route, host, key_info, models_route, not_found_route, route
 from .auth.hook import mpilot_auth
 from .auth.ledger import SqliteLedger
 from .auth.spend import key_spend
@@ -47,11 +47,14 @@ class CohereV2Chat(CustomLogger):
         host.mount(route.router, chat_completions=True)
         host.mount_as(embed_route.router, embed_route.VIEWS)
         host.mount(key_info.router)
+        host.mount_without_model_calls(models_route.router)
         host.register_callback(key_spend)
         host.warm_up()
         host.read_cohere_sse_streams()
         host.notice_cut_off_streams()
         host.bound_each_try()
+        # Last, so it sees every route the plugin serves; it stays behind routes mounted after it.
+        host.mount_after_plugin_routes(not_found_route.router)
 
 
 cohere_v2_chat = CohereV2Chat()

@@ -144,6 +144,19 @@ def proxy_config_for(upstream: FakeUpstream, extra_models: list[dict[str, Any]] 
         {"model_name": "fake-broken", "litellm_params": {"model": "openai/broken", "api_base": dead,
                                                           "api_key": "fake-provider-key"},
          "model_info": dict(PRICED)},
+        # For the Cohere model list (tests/test_route_models.py): what LiteLLM's model info says of a model.
+        {"model_name": "fake-embed", "litellm_params": {"model": "openai/text-embedding-fake",
+                                                        "api_base": upstream.base_url, "api_key": "fake-provider-key"},
+         "model_info": {**PRICED, "mode": "embedding"}},
+        {**fake_model("fake-tools", upstream), "model_info": {
+            **PRICED, "max_input_tokens": 32000, "supports_function_calling": True, "supports_vision": True,
+            "supports_response_schema": True}},
+        # A model whose tokenizer LiteLLM ships (Anthropic's, a HuggingFace tokenizer, on every supported
+        # release), for tokenize. Never called.
+        {"model_name": "fake-claude",
+         "litellm_params": {"model": "anthropic/claude-haiku-4-5", "api_base": upstream.base_url,
+                            "api_key": "fake-provider-key"},
+         "model_info": dict(PRICED)},
         *(extra_models or []),
     ]
     config["litellm_settings"]["callbacks"] = [*config["litellm_settings"]["callbacks"],

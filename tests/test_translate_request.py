@@ -42,6 +42,10 @@ PARAMETERS = [
                  {"response_format": {"type": "json_schema",
                                       "json_schema": {"name": "response", "schema": {"type": "object"}}}},
                  id="json-schema"),
+    pytest.param({"response_format": {"type": "json_object", "schema": {"type": "object"}}},
+                 {"response_format": {"type": "json_schema",
+                                      "json_schema": {"name": "response", "schema": {"type": "object"}}}},
+                 id="json-schema-older-spelling-schema"),
     pytest.param({"thinking": {"type": "enabled", "token_budget": 2048}},
                  {"thinking": {"type": "enabled", "budget_tokens": 2048}}, id="thinking-budget"),
     pytest.param({"thinking": {"type": "enabled"}}, {"reasoning_effort": "medium"}, id="thinking-no-budget"),
@@ -356,3 +360,19 @@ def test_invalid_requests_name_the_field(body: dict[str, Any], field: str, detai
     assert raised.value.status == 400
     assert raised.value.message.startswith(field)
     assert detail in raised.value.message
+
+
+@pytest.mark.parametrize(("response_format", "message"), [
+    pytest.param({"type": "json_object", "json_schema": {}, "schema": {}},
+                 "response_format: give json_schema or its older spelling schema, not both", id="both-spellings"),
+    pytest.param({"type": "json_object", "jsonSchema": {}},
+                 "response_format.jsonSchema is not a field of response_format", id="unknown-key-json-object"),
+    pytest.param({"type": "text", "schema": {}}, "response_format.schema is not a field of response_format",
+                 id="unknown-key-text"),
+])
+def test_response_format_keys_that_are_not_cohere_s_are_refused(response_format: dict[str, Any], message: str) -> None:
+    """Unknown keys vanished silently before: a misspelt schema gave unconstrained JSON."""
+    with pytest.raises(CohereError) as refused:
+        translate(response_format=response_format)
+    assert (refused.value.status, refused.value.message) == (400, message)
+    assert refused.value.code == ("invalid_field" if "both" in message else "unknown_field")

@@ -102,6 +102,18 @@ def test_the_cohere_route_answers_503_in_cohere_shape(pretending: tuple[str, Pro
     assert fake.requests == []
 
 
+@pytest.mark.parametrize(("method", "path"), [("GET", "/litellm/cohere/v1/models"),
+                                              ("GET", "/litellm/cohere/v1/models/fake"),
+                                              ("POST", "/litellm/cohere/v1/tokenize")])
+def test_the_cohere_models_and_tokenizer_routes_answer_503_too(pretending: tuple[str, ProxyProcess],
+                                                              method: str, path: str) -> None:
+    _, proxy = pretending
+    answer = httpx.request(method, proxy.url + path, json={"text": "hi", "model": "fake"},
+                           headers={"Authorization": f"Bearer {MASTER_KEY}"}, timeout=30)
+    assert answer.status_code == 503, answer.text
+    assert answer.json()["code"] == "service_unavailable"
+
+
 def test_litellms_own_keys_keep_working(pretending: tuple[str, ProxyProcess], fake: FakeUpstream) -> None:
     _, proxy = pretending
     answer = httpx.post(f"{proxy.url}/v1/chat/completions", json=CHAT,

@@ -104,9 +104,10 @@ class MPilotAuth:
         for model in models:
             if not await host.may_call_model(caller, model):
                 raise Refused(403, f"virtual key {key.display_id} may not use model {model!r}")
-        # Only what cannot reach a model (the key's own info, model lists) is free of the key's limits.
+        # Only what cannot reach a model (the key's own info, model lists, tokenizing) is free of the key's limits.
         route = host.route_of(request)
-        if route == KEY_INFO_PATH or not host.route_spends(route) or not key.has_limits:
+        if route == KEY_INFO_PATH or host.reaches_no_model(route) or not host.route_spends(route) \
+                or not key.has_limits:
             return caller
         budget = None
         if key.max_budget is not None:

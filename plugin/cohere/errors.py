@@ -144,8 +144,15 @@ def field_path(loc: tuple[int | str, ...], body: Any) -> str:
 NON_FINITE_NUMBER = "non_finite_number"
 
 
+# The error type of an object that spells one field two ways (`response_format`'s `json_schema` and `schema`):
+# raised by the object itself, so its location ends in the object's branch of a union, which is not a field.
+BOTH_SPELLINGS = "both_spellings"
+
+
 def _where(problem: Any) -> tuple[int | str, ...]:
     """A problem's full location: a free-form value's problem also says where inside the value."""
+    if problem["type"] == BOTH_SPELLINGS:
+        return tuple(problem["loc"][:-1])
     inside = (problem.get("ctx") or {}).get("at", ()) if problem["type"] == NON_FINITE_NUMBER else ()
     return (*problem["loc"], *inside)
 
@@ -172,6 +179,9 @@ def from_validation_error(error: ValidationError, body: Any = None) -> CohereErr
                            code="invalid_field")
     if kind == "missing":
         return CohereError(400, f"{field} is required", code="missing_field")
+    if kind == "extra_forbidden":
+        return CohereError(400, f"{field} is not a field of {field.rpartition('.')[0] or 'the body'}",
+                           code="unknown_field")
     if kind == "union_tag_invalid":
         ctx = first["ctx"]
         tag_field = ctx["discriminator"].strip("'")

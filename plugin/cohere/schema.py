@@ -11,9 +11,18 @@ import math
 from typing import Annotated, Any, Literal, TypeVar
 
 import pydantic_core
-from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from .errors import NON_FINITE_NUMBER, CohereError, from_validation_error
+from .errors import BOTH_SPELLINGS, NON_FINITE_NUMBER, CohereError, from_validation_error
 
 
 class _Schema(BaseModel):
@@ -145,12 +154,25 @@ class Thinking(_Schema):
 
 
 class TextFormat(_Schema):
+    # Unknown keys are refused here, unlike at the top level: a misspelt schema key would otherwise vanish
+    # and the answer would silently be unconstrained JSON.
+    model_config = ConfigDict(extra="forbid")  # merged with _Schema's: still strict
     type: Literal["text"]
 
 
 class JsonObjectFormat(_Schema):
+    model_config = ConfigDict(extra="forbid")  # merged with _Schema's: still strict
     type: Literal["json_object"]
-    json_schema: JsonObject | None = None
+    # `schema` is Cohere's older spelling, which LangChain's `with_structured_output` still sends.
+    json_schema: JsonObject | None = Field(default=None, validation_alias=AliasChoices("json_schema", "schema"))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_spelling(cls, value: object) -> object:
+        if isinstance(value, dict) and "json_schema" in value and "schema" in value:
+            raise pydantic_core.PydanticCustomError(
+                BOTH_SPELLINGS, "give json_schema or its older spelling schema, not both")
+        return value
 
 
 ResponseFormat = Annotated[TextFormat | JsonObjectFormat, Field(discriminator="type")]

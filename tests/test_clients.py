@@ -1,0 +1,103 @@
+"""Real Cohere clients, unchanged, against the proxy: the TypeScript SDK (cohere-ai), the Python SDK's
+previous major (cohere 5) and LangChain's ChatCohere. Each runs as a subprocess from what scripts/test
+and scripts/setup --test install (their pins conflict with the test venv's cohere 7), and prints JSON."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from .fake_upstream import FakeUpstream, Reply
+from .harness import MASTER_KEY, REPO, ProxyProcess, virtual_key
+
+CLIENTS = REPO / "tests" / "clients"
+COHERE5 = REPO / ".cache" / "clients" / "cohere5" / "bin" / "python"
+LANGCHAIN = REPO / ".cache" / "clients" / "langchain" / "bin" / "python"
+TYPESCRIPT_SDK = REPO / ".cache" / "npm" / "node_modules" / "cohere-ai" / "package.json"
+ANSWER = Reply().text  # what the fake upstream says by default
+
+
+def run(command: list[str | Path], needs: Path) -> dict[str, Any]:
+    assert needs.exists(), f"{needs} is missing: scripts/test installs it (scripts/setup --test, npm)"
+    done = subprocess.run([str(part) for part in command], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def typescript(proxy: ProxyProcess, *args: str, token: str = MASTER_KEY) -> dict[str, Any]:
+    node = shutil.which("node")
+    assert node, "node is missing"
+    return run([node, CLIENTS / "cohere_ts.mjs", f"{proxy.url}/litellm/cohere", token, *args], TYPESCRIPT_SDK)
+
+
+def cohere5(proxy: ProxyProcess, *args: str) -> dict[str, Any]:
+    return run([COHERE5, CLIENTS / "cohere5_client.py", f"{proxy.url}/litellm/cohere", MASTER_KEY, *args], COHERE5)
+
+
+def langchain(proxy: ProxyProcess, token: str, *args: str) -> dict[str, Any]:
+    return run([LANGCHAIN, CLIENTS / "langchain_cohere_client.py", f"{proxy.url}/litellm/cohere", token, *args],
+               LANGCHAIN)
+
+
+# --- the TypeScript SDK ------------------------------------------------------------------------------------
+
+
+def test_typescript_sdk_chats(proxy: ProxyProcess, fake: FakeUpstream) -> None:
+    answer = typescript(proxy, "chat", "fake")
+    assert answer["text"] == ANSWER and answer["finishReason"] == "COMPLETE"
+    assert answer["usage"]["tokens"] == {"inputTokens": 11, "outputTokens": 7}
+
+
+def test_typescript_sdk_streams(proxy: ProxyProcess, fake: FakeUpstream) -> None:
+    streamed = typescript(proxy, "chat-stream", "fake")
+    assert streamed["text"] == ANSWER and streamed["finishReason"] == "COMPLETE"
+    assert streamed["events"][0] == "message-start" and streamed["events"][-1] == "message-end"
+
+
+def test_typescript_sdk_lists_models(proxy: ProxyProcess) -> None:
+    models = {model["name"]: model for model in typescript(proxy, "models-list")["models"]}
+    assert models["demo"] == {"name": "demo", "endpoints": ["chat"], "defaultEndpoints": ["chat"]}
+    assert "fake" in models and "fake-embed" not in models  # endpoint=chat
+
+
+# --- the Python SDK's previous major -----------------------------------------------------------------------
+
+
+def test_cohere5_chats_and_lists_models(proxy: ProxyProcess, fake: FakeUpstream) -> None:
+    answer = cohere5(proxy, "chat", "fake")
+    assert answer["version"].startswith("5.") and answer["text"] == ANSWER and answer["finish_reason"] == "COMPLETE"
+    models = {model["name"]: model for model in cohere5(proxy, "models-list")["models"]}
+    assert models["fake-embed"]["endpoints"] == ["embed"] and models["fake"]["endpoints"] == ["chat"]
+
+
+# --- LangChain's ChatCohere --------------------------------------------------------------------------------
+
+
+def test_langchain_without_a_model_uses_the_keys_default_chat_model(proxy: ProxyProcess, fake: FakeUpstream) -> None:
+    answer = langchain(proxy, virtual_key("cfg", "models"), "invoke")  # a key allowed only `fake`
+    assert answer == {"model": "fake", "text": ANSWER}
+    assert fake.requests[-1].body["model"] == "fake-upstream"
+
+
+def test_langchain_counts_tokens_with_the_proxys_tokenizer(proxy: ProxyProcess, fake: FakeUpstream) -> None:
+    text = "How many tokens are in this sentence, counted by the proxy?"
+    counted = langchain(proxy, MASTER_KEY, "num-tokens", text)
+    assert counted["model"] == "demo"  # the master key's default chat model: the first in config.yaml
+    tokenized = httpx.post(f"{proxy.url}/litellm/cohere/v1/tokenize", json={"text": text, "model": "demo"},
+                           headers={"Authorization": f"Bearer {MASTER_KEY}"}, timeout=30).json()
+    assert counted["tokens"] == len(tokenized["tokens"]) > 5
+    assert fake.requests == []
+
+
+def test_langchain_structured_output_reaches_the_model_as_an_openai_json_schema(proxy: ProxyProcess,
+                                                                               fake: FakeUpstream) -> None:
+    schema = {"title": "Place", "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    fake.script(Reply(text='{"city": "Paris"}'))
+    assert langchain(proxy, MASTER_KEY, "structured", "fake", json.dumps(schema)) == {"answer": {"city": "Paris"}}
+    assert fake.requests[-1].body["response_format"] == {
+        "type": "json_schema", "json_schema": {"name": "response", "schema": schema}}
