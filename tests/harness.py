@@ -145,9 +145,6 @@ def proxy_config_for(upstream: FakeUpstream, extra_models: list[dict[str, Any]] 
                                                           "api_key": "fake-provider-key"},
          "model_info": dict(PRICED)},
         # For the Cohere model list (tests/test_route_models.py): what LiteLLM's model info says of a model.
-        {"model_name": "fake-embed", "litellm_params": {"model": "openai/text-embedding-fake",
-                                                        "api_base": upstream.base_url, "api_key": "fake-provider-key"},
-         "model_info": {**PRICED, "mode": "embedding"}},
         {**fake_model("fake-tools", upstream), "model_info": {
             **PRICED, "max_input_tokens": 32000, "supports_function_calling": True, "supports_vision": True,
             "supports_response_schema": True}},
