@@ -1,5 +1,6 @@
-"""`POST /litellm/cohere/v2/embed` and `POST /litellm/cohere/v2/rerank`: auth -> validate -> translate ->
-LiteLLM's embedding or rerank call -> translate back. One route function per endpoint."""
+"""`POST /litellm/cohere/v2/embed`, `POST /litellm/cohere/v2/rerank` and `POST /litellm/cohere/v1/embed`
+(the v1 embed LangChain's CohereEmbeddings calls): auth -> validate -> translate -> LiteLLM's embedding or
+rerank call -> translate back. One route function per endpoint."""
 
 from __future__ import annotations
 
@@ -12,7 +13,16 @@ from pydantic import ValidationError
 
 from . import host
 from .auth.hook import mpilot_auth
-from .cohere.embed import EmbedRequest, parse_embed_request, to_cohere_embed_response, to_openai_embedding_request
+from .cohere.embed import (
+    AnyEmbedRequest,
+    EmbedRequest,
+    EmbedV1Request,
+    parse_embed_request,
+    parse_embed_v1_request,
+    to_cohere_embed_response,
+    to_cohere_embed_v1_response,
+    to_openai_embedding_request,
+)
 from .cohere.errors import CohereError
 from .cohere.rerank import RerankRequest, parse_rerank_request, to_cohere_rerank_response, to_litellm_rerank_request
 from .cohere.wire import dumps
@@ -20,6 +30,7 @@ from .route import error_response
 
 EMBED_PATH = "/litellm/cohere/v2/embed"
 RERANK_PATH = "/litellm/cohere/v2/rerank"
+EMBED_V1_PATH = "/litellm/cohere/v1/embed"
 RequestT = TypeVar("RequestT")
 
 router = APIRouter()
@@ -43,7 +54,16 @@ async def cohere_v2_rerank(
     return await serve(request, caller, parse_rerank_request, _rerank_call, to_cohere_rerank_response)
 
 
-async def _embedding_call(request: Request, caller: host.Caller, embed: EmbedRequest) -> Called:
+@router.post(EMBED_V1_PATH, tags=["Cohere v1 embed (MPilot)"])
+async def cohere_v1_embed(
+    request: Request,
+    caller: Annotated[host.Caller | CohereError, Depends(host.caller_or_refusal)],
+) -> Response:
+    """Cohere's v1 embed API (LangChain's CohereEmbeddings and `cohere.Client` call it), served as v2's."""
+    return await serve(request, caller, parse_embed_v1_request, _embedding_call, to_cohere_embed_v1_response)
+
+
+async def _embedding_call(request: Request, caller: host.Caller, embed: AnyEmbedRequest) -> Called:
     return await host.embed(request, caller, to_openai_embedding_request(embed, host.served_by_cohere(embed.model)))
 
 
@@ -75,13 +95,16 @@ async def serve(request: Request, caller: host.Caller | CohereError, parse: Call
     return Response(content=dumps(body), media_type="application/json", headers=headers)
 
 
-def _embedding_input(body: dict[str, Any]) -> dict[str, Any] | None:
-    """An embed body as LiteLLM's `/v1/embeddings` takes it, for the budget estimate (inputs counted)."""
-    try:
-        embed = EmbedRequest.model_validate(body)
-    except ValidationError:
-        return None
-    return {"model": embed.model, "input": embed.items()}
+def _embedding_input(schema: type[AnyEmbedRequest]) -> Callable[[dict[str, Any]], dict[str, Any] | None]:
+    def as_openai(body: dict[str, Any]) -> dict[str, Any] | None:
+        """An embed body as LiteLLM's `/v1/embeddings` takes it, for the budget estimate (inputs counted)."""
+        try:
+            embed = schema.model_validate(body)
+        except ValidationError:
+            return None
+        return {"model": embed.model, "input": embed.items()}
+
+    return as_openai
 
 
 def _rerank_input(body: dict[str, Any]) -> dict[str, Any] | None:
@@ -92,5 +115,6 @@ def _rerank_input(body: dict[str, Any]) -> dict[str, Any] | None:
     return to_litellm_rerank_request(rerank)
 
 
-VIEWS = {EMBED_PATH: host.LitellmView("/v1/embeddings", _embedding_input),
-         RERANK_PATH: host.LitellmView("/v1/rerank", _rerank_input)}
+VIEWS = {EMBED_PATH: host.LitellmView("/v1/embeddings", _embedding_input(EmbedRequest)),
+         RERANK_PATH: host.LitellmView("/v1/rerank", _rerank_input),
+         EMBED_V1_PATH: host.LitellmView("/v1/embeddings", _embedding_input(EmbedV1Request))}

@@ -22,7 +22,7 @@ except Exception:  # noqa: BLE001  # even then the stand-in must load
 ROUTES = (("POST", "/litellm/cohere/v2/chat"), ("POST", "/litellm/cohere/v2/embed"),
           ("POST", "/litellm/cohere/v2/rerank"), ("GET", "/mpilot/key/info"), ("GET", "/litellm/cohere/v1/models"),
           ("GET", "/litellm/cohere/v1/models/{name:path}"), ("POST", "/litellm/cohere/v1/tokenize"),
-          ("POST", "/litellm/cohere/v1/detokenize"))
+          ("POST", "/litellm/cohere/v1/detokenize"), ("POST", "/litellm/cohere/v1/embed"))
 
 
 def is_mpilot_token(token: str) -> bool:

@@ -63,6 +63,7 @@ LIMITS: dict[str, dict[str, Any]] = {
     "rerank-budget": {"max_budget": 0.003},  # one search unit of `fake-rerank`, not two
     "embed-models": {"models": ["fake-embed"], "rpm_limit": 2},
     "embed-fail": {"max_budget": 0.0000005},  # five tokens of `fake-embed`, one call's reservation at a time
+    "embed-v1-budget": {"max_budget": 0.0000005},  # five tokens of `fake-embed`, through v1 embed
 }
 SOURCES = ("cfg", "store")
 HS_SECRET = "hs256-test-secret-0123456789abcdef"

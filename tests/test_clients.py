@@ -1,5 +1,7 @@
 """Real Cohere clients, unchanged, against the proxy: the TypeScript SDK (cohere-ai), the Python SDK's
-previous major (cohere 5) and LangChain's ChatCohere. Each runs as a subprocess from what scripts/test
+previous major (cohere 5) and LangChain's ChatCohere, CohereEmbeddings and CohereRerank, each chatting,
+embedding and reranking as users do; answers checked against the fake upstream's deterministic vectors
+and scores, and what reached the fake checked too. Each runs as a subprocess from what scripts/test
 and scripts/setup --test install (their pins conflict with the test venv's cohere 7), and prints JSON."""
 
 from __future__ import annotations
@@ -12,14 +14,30 @@ from typing import Any
 
 import httpx
 
-from .fake_upstream import FakeUpstream, Reply
+from .fake_upstream import FakeUpstream, Reply, embedding_for
 from .harness import MASTER_KEY, REPO, ProxyProcess, virtual_key
+from .test_route_embed import DOCUMENTS, TEXTS
 
 CLIENTS = REPO / "tests" / "clients"
 COHERE5 = REPO / ".cache" / "clients" / "cohere5" / "bin" / "python"
 LANGCHAIN = REPO / ".cache" / "clients" / "langchain" / "bin" / "python"
 TYPESCRIPT_SDK = REPO / ".cache" / "npm" / "node_modules" / "cohere-ai" / "package.json"
 ANSWER = Reply().text  # what the fake upstream says by default
+# The fake reranker scores a document by the share of the query's words in it: "blue whales" is all in the
+# first document, half in the second, not in the third.
+QUERY, RANKED = "blue whales", [[0, 1.0], [1, 0.5]]
+OPENAI_EMBED = {"model": "text-embedding-3-fake", "input": TEXTS, "encoding_format": "float"}  # fake-embed's
+RERANK_SENT = {"model": "rerank-v3.5", "query": QUERY, "documents": DOCUMENTS, "top_n": 2, "return_documents": False}
+
+
+def assert_int8_of(codes: list[list[int]], texts: list[str]) -> None:
+    """int8 codes are each vector's floats scaled to -127..127 by its peak (see README, "Embedding types")."""
+    assert len(codes) == len(texts)
+    for vector, text in zip(codes, texts, strict=True):
+        floats = embedding_for(text)
+        peak = max(abs(value) for value in floats)
+        assert max(abs(code) for code in vector) == 127
+        assert all(abs(code - value * 127 / peak) <= 0.5 for code, value in zip(vector, floats, strict=True))
 
 
 def run(command: list[str | Path], needs: Path) -> dict[str, Any]:
@@ -65,6 +83,20 @@ def test_typescript_sdk_lists_models(proxy: ProxyProcess) -> None:
     assert "fake" in models and "fake-embed" not in models  # endpoint=chat
 
 
+def test_typescript_sdk_embeds(proxy: ProxyProcess, fake: FakeUpstream) -> None:
+    answer = typescript(proxy, "embed", "fake-embed", json.dumps(TEXTS))
+    assert answer["embeddings"]["float"] == [embedding_for(text) for text in TEXTS]
+    assert_int8_of(answer["embeddings"]["int8"], TEXTS)
+    assert answer["texts"] == TEXTS and answer["inputTokens"] == 5 and answer["id"]
+    assert fake.last == OPENAI_EMBED
+
+
+def test_typescript_sdk_reranks(proxy: ProxyProcess, fake: FakeUpstream) -> None:
+    answer = typescript(proxy, "rerank", "fake-rerank", QUERY, json.dumps(DOCUMENTS), "2")
+    assert answer["results"] == RANKED and answer["searchUnits"] == 1 and answer["id"]
+    assert fake.last == RERANK_SENT
+
+
 # --- the Python SDK's previous major -----------------------------------------------------------------------
 
 
@@ -73,6 +105,18 @@ def test_cohere5_chats_and_lists_models(proxy: ProxyProcess, fake: FakeUpstream)
     assert answer["version"].startswith("5.") and answer["text"] == ANSWER and answer["finish_reason"] == "COMPLETE"
     models = {model["name"]: model for model in cohere5(proxy, "models-list")["models"]}
     assert models["fake-embed"]["endpoints"] == ["embed"] and models["fake"]["endpoints"] == ["chat"]
+
+
+def test_cohere5_embeds_and_reranks(proxy: ProxyProcess, fake: FakeUpstream) -> None:
+    answer = cohere5(proxy, "embed", "fake-embed", json.dumps(TEXTS))
+    assert answer["version"].startswith("5.")
+    assert answer["float"] == [embedding_for(text) for text in TEXTS]
+    assert_int8_of(answer["int8"], TEXTS)
+    assert answer["texts"] == TEXTS and answer["input_tokens"] == 5
+    assert fake.last == OPENAI_EMBED
+    ranked = cohere5(proxy, "rerank", "fake-rerank", QUERY, json.dumps(DOCUMENTS), "2")
+    assert ranked["results"] == RANKED and ranked["search_units"] == 1
+    assert fake.last == RERANK_SENT
 
 
 # --- LangChain's ChatCohere --------------------------------------------------------------------------------
@@ -101,3 +145,20 @@ def test_langchain_structured_output_reaches_the_model_as_an_openai_json_schema(
     assert langchain(proxy, MASTER_KEY, "structured", "fake", json.dumps(schema)) == {"answer": {"city": "Paris"}}
     assert fake.requests[-1].body["response_format"] == {
         "type": "json_schema", "json_schema": {"name": "response", "schema": schema}}
+
+
+# --- LangChain's CohereEmbeddings (v1 embed) and CohereRerank ----------------------------------------------
+
+
+def test_langchain_embeds_documents_and_a_query_through_v1_embed(proxy: ProxyProcess, fake: FakeUpstream) -> None:
+    # A Cohere model behind the proxy, so what LangChain sent as input_type is seen reaching the provider.
+    answer = langchain(proxy, MASTER_KEY, "embed", "fake-cohere-embed", json.dumps(TEXTS), "whales")
+    assert answer == {"documents": [embedding_for(text) for text in TEXTS], "query": embedding_for("whales")}
+    sent = [(seen.body["texts"], seen.body["input_type"]) for seen in fake.requests]
+    assert sent == [(TEXTS, "search_document"), (["whales"], "search_query")]
+
+
+def test_langchain_reranks(proxy: ProxyProcess, fake: FakeUpstream) -> None:
+    answer = langchain(proxy, MASTER_KEY, "rerank", "fake-rerank", QUERY, json.dumps(DOCUMENTS), "2")
+    assert answer == {"results": [{"index": index, "relevance_score": score} for index, score in RANKED]}
+    assert fake.last == RERANK_SENT

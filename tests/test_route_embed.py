@@ -1,4 +1,4 @@
-"""`/litellm/cohere/v2/embed` and `/v2/rerank` through the real proxy: the cohere SDK and raw HTTP, what
+"""`/litellm/cohere/v2/embed`, `/v2/rerank` and `/v1/embed` through the real proxy: the cohere SDK and raw HTTP, what
 reached the provider, statuses, limits and spend."""
 
 from __future__ import annotations
@@ -20,13 +20,14 @@ import pytest
 from plugin.auth.ledger import to_nanos
 
 from .fake_upstream import EMBEDDING_DIMENSIONS, FakeUpstream, Reply, embedding_for
-from .harness import HS_SECRET, ProxyProcess, virtual_key
+from .harness import HS_SECRET, MASTER_KEY, ProxyProcess, virtual_key
 from .jwt_issuer import claims
 from .test_limits_under_concurrency import settled_spend
 from .test_route_errors import assert_cohere_error
 
 EMBED = "/litellm/cohere/v2/embed"
 RERANK = "/litellm/cohere/v2/rerank"
+EMBED_V1 = "/litellm/cohere/v1/embed"
 TEXTS = ["The quick brown fox", "jumps"]  # 4 + 1 words: the fake bills 5 tokens
 PNG = ("data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJ"
        "RU5ErkJggg==")  # one pixel
@@ -188,6 +189,91 @@ def test_embed_provider_errors_keep_their_status(http: httpx.Client, fake: FakeU
     fake.script(*[Reply(status=status, error_message=f"embedder said {status}")] * 3)
     error = assert_cohere_error(post(http, EMBED, embed_body()), status, f"embedder said {status}")
     assert "fallback" not in error["message"].lower()  # the proxy's fallback settings are the operator's business
+
+
+# --- embed v1 (LangChain's CohereEmbeddings, cohere.Client) ----------------------------------------------
+
+
+def test_v1_embed_without_types_answers_embeddings_floats(http: httpx.Client, fake: FakeUpstream) -> None:
+    response = post(http, EMBED_V1, {"model": "fake-embed", "texts": TEXTS})  # no input_type: optional in v1
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body == {"id": response.headers["x-litellm-call-id"], "response_type": "embeddings_floats",
+                    "embeddings": [embedding_for(text) for text in TEXTS], "texts": TEXTS,
+                    "meta": {"api_version": {"version": "1"}, "billed_units": {"input_tokens": 5}}}
+    assert fake.last == {"model": "text-embedding-3-fake", "input": TEXTS, "encoding_format": "float"}
+    assert cost_nanos(response) == 5 * 100
+
+
+def test_v1_embed_with_types_answers_embeddings_by_type(http: httpx.Client, fake: FakeUpstream) -> None:
+    response = post(http, EMBED_V1, {"model": "fake-embed", "texts": ["alpha"], "input_type": "search_query",
+                                     "embedding_types": ["ubinary", "float"]})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    floats = embedding_for("alpha")
+    bits = "".join("1" if value > 0 else "0" for value in floats)
+    assert body["response_type"] == "embeddings_by_type"
+    assert body["embeddings"] == {"ubinary": [[int(bits[i:i + 8], 2) for i in range(0, EMBEDDING_DIMENSIONS, 8)]],
+                                  "float": [floats]}
+    assert body["texts"] == ["alpha"] and body["meta"]["api_version"] == {"version": "1"}
+    assert fake.last["input"] == ["alpha"]
+
+
+def test_v1_embed_gives_a_cohere_model_its_input_type_and_truncate(http: httpx.Client, fake: FakeUpstream) -> None:
+    response = post(http, EMBED_V1, {"model": "fake-cohere-embed", "texts": TEXTS, "input_type": "classification",
+                                     "truncate": "START"})
+    assert response.status_code == 200, response.text
+    assert (fake.last["texts"], fake.last["input_type"], fake.last["truncate"]) == (TEXTS, "classification", "START")
+    assert response.json()["embeddings"] == [embedding_for(text) for text in TEXTS]
+
+
+def test_the_v1_sdk_client_embeds(proxy: ProxyProcess, fake: FakeUpstream) -> None:
+    """`cohere.Client` (the SDK's v1 client, which LangChain's CohereEmbeddings uses) reads both shapes."""
+    client = cohere.Client(api_key=MASTER_KEY, base_url=f"{proxy.url}/litellm/cohere", timeout=30)
+    floats = client.embed(model="fake-embed", texts=TEXTS, input_type="search_document")
+    assert floats.response_type == "embeddings_floats"
+    assert floats.embeddings == [embedding_for(text) for text in TEXTS] and floats.texts == TEXTS
+    assert floats.meta.billed_units.input_tokens == 5
+    by_type = client.embed(model="fake-embed", texts=["alpha"], embedding_types=["float", "int8"])
+    assert by_type.response_type == "embeddings_by_type"
+    assert by_type.embeddings.float_ == [embedding_for("alpha")]
+    assert max(abs(code) for code in by_type.embeddings.int8[0]) == 127
+    assert [body["input"] for body in (seen.body for seen in fake.requests)] == [TEXTS, ["alpha"]]
+
+
+@pytest.mark.parametrize(("body", "fragment"), [
+    pytest.param({"model": "fake-embed"}, "one of texts or images is required", id="no-input"),
+    pytest.param({"model": "fake-embed", "texts": TEXTS, "input_type": "query"}, "input_type", id="bad-input-type"),
+    pytest.param({"texts": TEXTS}, "model is required", id="no-model"),
+])
+def test_bad_v1_embed_input_is_a_400_naming_the_field(http: httpx.Client, fake: FakeUpstream, body: Any,
+                                                      fragment: str) -> None:
+    assert_cohere_error(post(http, EMBED_V1, body), 400, fragment)
+    assert fake.requests == []
+
+
+def test_v1_embed_is_no_longer_the_404s(http: httpx.Client, fake: FakeUpstream) -> None:
+    assert post(http, EMBED_V1, {"model": "fake-embed", "texts": ["a"]}).status_code == 200
+    error = assert_cohere_error(http.get(EMBED_V1), 404, "no Cohere endpoint GET /litellm/cohere/v1/embed here")
+    assert "POST /litellm/cohere/v1/embed" in error["message"].split("served: ")[1]
+
+
+@pytest.mark.parametrize("source", ["cfg", "store"])
+def test_v1_embed_keeps_a_keys_models_and_budget(proxy: ProxyProcess, http: httpx.Client, fake: FakeUpstream,
+                                                 source: str) -> None:
+    forbidden = virtual_key(source, "models")  # models [fake]
+    assert_cohere_error(post(http, EMBED_V1, {"model": "fake-embed", "texts": TEXTS}, forbidden), 403,
+                        "may not use model 'fake-embed'")
+    assert fake.requests == []
+    token = virtual_key(source, "embed-v1-budget")  # $0.0000005: five tokens of fake-embed
+    first = post(http, EMBED_V1, {"model": "fake-embed", "texts": ["alpha beta gamma"]}, token)
+    assert first.status_code == 200, first.text
+    assert spent_nanos(proxy, token, 300) == 300
+    # 3 more tokens would pass the budget: refused before anything is sent (the estimate reads v1's texts).
+    assert_cohere_error(post(http, EMBED_V1, {"model": "fake-embed", "texts": ["alpha beta gamma"]}, token), 402,
+                        "budget")
+    assert len(fake.requests) == 1
+    assert spent_nanos(proxy, token) == 300
 
 
 # --- rerank -----------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Cohere v2 embed <-> OpenAI embeddings, and the embedding types derived from floats: expected values
+"""Cohere v2 and v1 embed <-> OpenAI embeddings, and the embedding types derived from floats: expected values
 computed by hand (see each comment), not by the code under test."""
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ import pytest
 from plugin.cohere.embed import (
     embedding_of,
     parse_embed_request,
+    parse_embed_v1_request,
     to_cohere_embed_response,
+    to_cohere_embed_v1_response,
     to_openai_embedding_request,
 )
 from plugin.cohere.errors import CohereError
@@ -192,3 +194,59 @@ def test_no_usage_bills_no_tokens() -> None:
     answer = openai_answer([1.0])
     del answer["usage"]
     assert to_cohere_embed_response(answer, request(texts=["x"]), "c")["meta"]["billed_units"] == {"input_tokens": 0}
+
+
+# --- v1 ---------------------------------------------------------------------------------------------------
+
+
+def v1_request(**fields: Any) -> Any:
+    return parse_embed_v1_request(json.dumps({"model": "m", **fields}).encode())
+
+
+def test_v1_without_embedding_types_answers_floats() -> None:
+    answer = openai_answer([0.5, -0.5], [-0.5, 0.5], tokens=3)
+    answer["data"].reverse()
+    assert to_cohere_embed_v1_response(answer, v1_request(texts=["x", "y"]), "call-6") == {
+        "id": "call-6",
+        "response_type": "embeddings_floats",
+        "embeddings": [[0.5, -0.5], [-0.5, 0.5]],
+        "texts": ["x", "y"],
+        "meta": {"api_version": {"version": "1"}, "billed_units": {"input_tokens": 3}},
+    }
+
+
+def test_v1_with_embedding_types_answers_by_type_and_texts_even_for_images() -> None:
+    asked = v1_request(texts=["x"], embedding_types=["int8", "float"])
+    assert to_cohere_embed_v1_response(openai_answer([0.5, -1.0]), asked, "call-7") == {
+        "id": "call-7",
+        "response_type": "embeddings_by_type",
+        "embeddings": {"int8": [[64, -127]], "float": [[0.5, -1.0]]},  # 63.5 -> 64, -127
+        "texts": ["x"],
+        "meta": {"api_version": {"version": "1"}, "billed_units": {"input_tokens": 7}},
+    }
+    images = to_cohere_embed_v1_response(openai_answer([1.0]), v1_request(images=[PNG]), "call-8")
+    assert images["texts"] == [] and images["embeddings"] == [[1.0]]
+
+
+def test_v1_input_type_is_optional_and_v2_only_fields_are_ignored() -> None:
+    asked = v1_request(texts=["a"], output_dimension=8, max_tokens=4, inputs=[], truncate="end")
+    assert to_openai_embedding_request(asked, cohere_provider=True) == {
+        "model": "m", "input": ["a"], "encoding_format": "float", "truncate": "END"}
+    asked = v1_request(texts=["a"], input_type="search_query")
+    assert to_openai_embedding_request(asked, cohere_provider=True)["input_type"] == "search_query"
+
+
+BAD_V1 = [
+    pytest.param({}, "one of texts or images is required", id="none"),
+    pytest.param({"texts": ["a"], "images": [PNG]}, "send one of texts or images, not texts and images", id="two"),
+    pytest.param({"texts": ["a"], "input_type": "query"}, "input_type", id="unknown-input-type"),
+    pytest.param({"texts": ["a"] * 97}, "texts: List should have at most 96 items", id="97-texts"),
+    pytest.param({"texts": ["a"], "embedding_types": ["bit"]}, "embedding_types[0]", id="embedding-type"),
+]
+
+
+@pytest.mark.parametrize(("fields", "fragment"), BAD_V1)
+def test_bad_v1_requests_name_the_field(fields: dict[str, Any], fragment: str) -> None:
+    with pytest.raises(CohereError) as raised:
+        v1_request(**fields)
+    assert raised.value.status == 400 and fragment in raised.value.message

@@ -95,7 +95,8 @@ def test_the_cohere_route_answers_503_in_cohere_shape(pretending: tuple[str, Pro
                                "its operator's log says why")
     for path, request in (("/litellm/cohere/v2/embed", {"model": "fake-embed", "input_type": "search_query",
                                                         "texts": ["hi"]}),
-                          ("/litellm/cohere/v2/rerank", {"model": "fake-rerank", "query": "hi", "documents": ["hi"]})):
+                          ("/litellm/cohere/v2/rerank", {"model": "fake-rerank", "query": "hi", "documents": ["hi"]}),
+                          ("/litellm/cohere/v1/embed", {"model": "fake-embed", "texts": ["hi"]})):
         answer = httpx.post(f"{proxy.url}{path}", json=request, headers={"Authorization": f"Bearer {MASTER_KEY}"},
                             timeout=30)
         assert answer.status_code == 503 and answer.json()["message"] == body["message"], answer.text
