@@ -9,10 +9,11 @@ from typing import NoReturn
 
 from litellm.integrations.custom_logger import CustomLogger
 
-from . import embed_route, host, key_info, models_route, not_found_route, route
+from . import host
 from .auth.hook import mpilot_auth
 from .auth.ledger import SqliteLedger
 from .auth.spend import key_spend
+from .routes import chat, embed, key_info, models, not_found
 
 
 def refuse_to_start(reason: str) -> NoReturn:
@@ -44,17 +45,17 @@ class CohereV2Chat(CustomLogger):
             except (OSError, sqlite3.Error) as error:
                 refuse_to_start(f"the limits ledger {ledger} cannot be opened ({error}); set "
                                 "mpilot.limits.ledger_path to a writable file, or give the proxy a Redis")
-        host.mount(route.router, chat_completions=True)
-        host.mount_as(embed_route.router, embed_route.VIEWS)
+        host.mount(chat.router, chat_completions=True)
+        host.mount_as(embed.router, embed.VIEWS)
         host.mount(key_info.router)
-        host.mount_without_model_calls(models_route.router)
+        host.mount_without_model_calls(models.router)
         host.register_callback(key_spend)
         host.warm_up()
         host.read_cohere_sse_streams()
         host.notice_cut_off_streams()
         host.bound_each_try()
         # Last, so it sees every route the plugin serves; it stays behind routes mounted after it.
-        host.mount_after_plugin_routes(not_found_route.router)
+        host.mount_after_plugin_routes(not_found.router)
 
 
 cohere_v2_chat = CohereV2Chat()

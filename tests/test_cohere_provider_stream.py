@@ -141,7 +141,7 @@ def test_max_tokens_is_max_tokens(co: cohere.ClientV2, fake: FakeCohere) -> None
 
 
 def test_documents_get_citations(co: cohere.ClientV2, fake: FakeCohere) -> None:
-    """The route asks a stream for cited text in Cohere's grounding markup (see plugin/route.py)."""
+    """The route asks a stream for cited text in Cohere's grounding markup (see plugin/routes/chat.py)."""
     fake.script(CohereReply(text="It is <co: paris>sunny in Paris</co: paris>.", chunk_size=5))
     documents = [{"id": "paris", "data": {"title": "Paris", "text": "Sunny, 24 degrees."}}]
     events = list(co.chat_stream(model="cohere-chat", messages=QUESTION, documents=documents))

@@ -10,7 +10,8 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from litellm.proxy import proxy_server
 
-from plugin import host, key_info, not_found_route, route
+from plugin import host
+from plugin.routes import chat, key_info, not_found
 
 
 def test_the_catch_all_stays_behind_plugin_routes_mounted_before_and_after_it(
@@ -23,9 +24,9 @@ def test_the_catch_all_stays_behind_plugin_routes_mounted_before_and_after_it(
 
     monkeypatch.setattr(proxy_server, "app", app)
     host.mount(key_info.router)
-    host.mount_after_plugin_routes(not_found_route.router)
-    host.mount(route.router)  # e.g. the embed and rerank routes, mounted after it
-    host.mount_after_plugin_routes(not_found_route.router)  # again: LiteLLM may load the plugin twice
+    host.mount_after_plugin_routes(not_found.router)
+    host.mount(chat.router)  # e.g. the embed and rerank routes, mounted after it
+    host.mount_after_plugin_routes(not_found.router)  # again: LiteLLM may load the plugin twice
 
     paths = [[getattr(r, "path", None) for r in host._routes_in(entry)] for entry in app.router.routes]
     flat = [path for entry in paths for path in entry]

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from fastapi import HTTPException
 
 from plugin.cohere.stream import CohereStream
-from plugin.route import cohere_frames
+from plugin.routes.chat import cohere_frames
 
 CHUNK = b'data: {"id":"c1","choices":[{"index":0,"delta":{"content":"Hel"}}]}\n\n'
 

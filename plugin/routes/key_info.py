@@ -9,11 +9,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, Response
 
-from . import host
-from .auth.hook import KEY_INFO_PATH, mpilot_auth
-from .auth.keys import VirtualKey, team_spend_counter, user_spend_counter
-from .cohere.errors import CohereError
-from .route import error_response
+from .. import host
+from ..auth.hook import KEY_INFO_PATH, mpilot_auth
+from ..auth.keys import VirtualKey, team_spend_counter, user_spend_counter
+from ..cohere.errors import CohereError
+from .chat import error_response
 
 PATH = KEY_INFO_PATH
 

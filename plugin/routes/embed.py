@@ -11,9 +11,9 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
 
-from . import host
-from .auth.hook import mpilot_auth
-from .cohere.embed import (
+from .. import host
+from ..auth.hook import mpilot_auth
+from ..cohere.embed import (
     AnyEmbedRequest,
     EmbedRequest,
     EmbedV1Request,
@@ -23,10 +23,10 @@ from .cohere.embed import (
     to_cohere_embed_v1_response,
     to_openai_embedding_request,
 )
-from .cohere.errors import CohereError
-from .cohere.rerank import RerankRequest, parse_rerank_request, to_cohere_rerank_response, to_litellm_rerank_request
-from .cohere.wire import dumps
-from .route import error_response
+from ..cohere.errors import CohereError
+from ..cohere.rerank import RerankRequest, parse_rerank_request, to_cohere_rerank_response, to_litellm_rerank_request
+from ..cohere.wire import dumps
+from .chat import error_response
 
 EMBED_PATH = "/litellm/cohere/v2/embed"
 RERANK_PATH = "/litellm/cohere/v2/rerank"

@@ -8,9 +8,9 @@ import uuid
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from . import host
-from .cohere.errors import CohereError, redact
-from .cohere.wire import dumps
+from .. import host
+from ..cohere.errors import CohereError, redact
+from ..cohere.wire import dumps
 
 PREFIX = "/litellm/cohere/"
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]

@@ -9,15 +9,15 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
-from . import host
-from .auth.hook import mpilot_auth
-from .cohere.citations import citation_sources
-from .cohere.errors import CohereError, redact
-from .cohere.request import to_openai_request
-from .cohere.response import to_cohere_response
-from .cohere.schema import parse_chat_request
-from .cohere.stream import CohereStream, sse
-from .cohere.wire import dumps, loads
+from .. import host
+from ..auth.hook import mpilot_auth
+from ..cohere.citations import citation_sources
+from ..cohere.errors import CohereError, redact
+from ..cohere.request import to_openai_request
+from ..cohere.response import to_cohere_response
+from ..cohere.schema import parse_chat_request
+from ..cohere.stream import CohereStream, sse
+from ..cohere.wire import dumps, loads
 
 PATH = "/litellm/cohere/v2/chat"
 log = logging.getLogger(__name__)

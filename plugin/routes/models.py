@@ -10,10 +10,10 @@ from typing import Annotated, Any, TypeVar
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
-from . import host
-from .cohere.errors import CohereError
-from .cohere.models import get_model, list_models, parse_list_query
-from .cohere.tokenize import (
+from .. import host
+from ..cohere.errors import CohereError
+from ..cohere.models import get_model, list_models, parse_list_query
+from ..cohere.tokenize import (
     DetokenizeRequest,
     TokenizeRequest,
     detokenize_response,
@@ -21,8 +21,8 @@ from .cohere.tokenize import (
     parse_tokenize_request,
     tokenize_response,
 )
-from .cohere.wire import dumps
-from .route import error_response
+from ..cohere.wire import dumps
+from .chat import error_response
 
 PREFIX = "/litellm/cohere"
 TOKENIZER_HEADER = "x-mpilot-tokenizer"
