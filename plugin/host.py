@@ -56,9 +56,7 @@ def mount(router: APIRouter, chat_completions: bool = False) -> None:
     """
     from litellm.proxy.proxy_server import app
 
-    ours = {(route.path, tuple(sorted(route.methods))) for route in router.routes}
-    if any((getattr(r, "path", None), tuple(sorted(getattr(r, "methods", None) or ()))) in ours
-           for r in app.router.routes):
+    if _already_served(app.router.routes, router):
         return
     paths = [route.path for route in router.routes]
     _declare_llm_api_routes(paths)
@@ -1130,9 +1128,7 @@ def mount_after_plugin_routes(router: APIRouter) -> None:
     from litellm.proxy.proxy_server import app
 
     routes = app.router.routes
-    ours = {(route.path, tuple(sorted(route.methods))) for route in router.routes}
-    if any((getattr(r, "path", None), tuple(sorted(getattr(r, "methods", None) or ()))) in ours
-           for entry in routes for r in _routes_in(entry)):
+    if _already_served(routes, router):
         return
     before = len(routes)
     app.include_router(router)
@@ -1142,6 +1138,14 @@ def mount_after_plugin_routes(router: APIRouter) -> None:
     last_ours = max((i for i, entry in enumerate(routes)
                      if any(_endpoint_module(route).startswith(package) for route in _routes_in(entry))), default=-1)
     routes[last_ours + 1:last_ours + 1] = added
+
+
+def _already_served(routes: list[Any], router: APIRouter) -> bool:
+    """Whether the app's `routes` serve one of `router`'s (path, methods) already: LiteLLM runs a
+    config-referenced module once per reference, so mounting must be idempotent."""
+    ours = {(route.path, tuple(sorted(route.methods))) for route in router.routes}
+    return any((getattr(r, "path", None), tuple(sorted(getattr(r, "methods", None) or ()))) in ours
+               for entry in routes for r in _routes_in(entry))
 
 
 def _routes_in(entry: Any) -> list[Any]:

@@ -42,3 +42,13 @@ def test_the_catch_all_stays_behind_plugin_routes_mounted_before_and_after_it(
         in missing.json()["message"]
     assert client.get("/somewhere/else").json() == {"proxy": True}
 
+
+
+def test_mounting_a_router_twice_serves_it_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """LiteLLM runs a config-referenced module once per reference (and FastAPI 0.165 wraps included routers)."""
+    app = FastAPI()
+    monkeypatch.setattr(proxy_server, "app", app)
+    host.mount(chat.router)
+    host.mount(chat.router)
+    flat = [getattr(r, "path", None) for entry in app.router.routes for r in host._routes_in(entry)]
+    assert flat.count("/litellm/cohere/v2/chat") == 1
