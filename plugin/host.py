@@ -1174,6 +1174,22 @@ def served_paths(prefix: str) -> list[str]:
     return served
 
 
+def methods_served_at(scope: Any, prefix: str) -> list[str]:
+    """The methods the app serves at the request's path (`scope`) under `prefix`, as Starlette matches
+    routes (a path template matches its values), the catch-all of `prefix` left out: empty when the path
+    is served by no route, whatever its method."""
+    from litellm.proxy.proxy_server import app
+    from starlette.routing import Match
+
+    methods: set[str] = set()
+    for route in (route for entry in app.router.routes for route in _routes_in(entry)):
+        path = getattr(route, "path_format", None) or getattr(route, "path", "")
+        if path.startswith(prefix) and "{rest}" not in path and hasattr(route, "matches") \
+                and route.matches(scope)[0] != Match.NONE:
+            methods.update(getattr(route, "methods", None) or ())
+    return sorted(methods)
+
+
 async def model_groups(caller: Caller) -> list[Any]:
     """The router's model groups `caller` may use (LiteLLM's own model check, as the chat route's auth
     makes it), in the order of the proxy's `model_list`, as `cohere.models.ModelGroup`s. Wildcard

@@ -225,7 +225,7 @@ def test_tokenize_checks_the_keys_models(proxy: ProxyProcess, source: str) -> No
 
 
 @pytest.mark.parametrize(("method", "path"), [("GET", f"{BASE}/v1/foo"), ("POST", f"{BASE}/v1/generate"),
-                                              ("GET", f"{BASE}/v2/chat"), ("DELETE", f"{BASE}/v1/models"),
+                                              ("GET", f"{BASE}/v2/chatter"), ("DELETE", f"{BASE}/v1/modelz"),
                                               ("PUT", f"{BASE}/")])
 def test_any_other_path_is_a_cohere_404_naming_it(proxy: ProxyProcess, method: str, path: str) -> None:
     response = httpx.request(method, proxy.url + path, headers={"Authorization": f"Bearer {MASTER_KEY}"}, timeout=30)
@@ -233,6 +233,20 @@ def test_any_other_path_is_a_cohere_404_naming_it(proxy: ProxyProcess, method: s
     assert error["code"] == "endpoint_not_found"
     for served in ("POST /litellm/cohere/v2/chat", "GET /litellm/cohere/v1/models", "POST /litellm/cohere/v1/tokenize"):
         assert served in error["message"]
+
+
+@pytest.mark.parametrize(("method", "path", "allowed"), [
+    ("GET", f"{BASE}/v2/chat", "POST"), ("DELETE", f"{BASE}/v1/models", "GET"), ("HEAD", f"{BASE}/v1/models", "GET"),
+    ("PUT", f"{BASE}/v1/models/fake", "GET"),  # a path template matches its values
+    ("GET", f"{BASE}/v2/embed", "POST"), ("OPTIONS", f"{BASE}/v1/tokenize", "POST")])
+def test_a_served_path_with_another_method_is_a_cohere_405(proxy: ProxyProcess, method: str, path: str,
+                                                            allowed: str) -> None:
+    response = httpx.request(method, proxy.url + path, headers={"Authorization": f"Bearer {MASTER_KEY}"}, timeout=30)
+    assert response.status_code == 405
+    assert response.headers["allow"] == allowed
+    if method != "HEAD":  # a HEAD answer has no body
+        error = assert_cohere_error(response, 405, f"{path} takes {allowed}, not {method}")
+        assert error["code"] == "method_not_allowed"
 
 
 def test_real_routes_still_answer_beside_the_404(proxy: ProxyProcess, fake: FakeUpstream) -> None:
