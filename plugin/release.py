@@ -3,7 +3,7 @@
 Checked when LiteLLM loads the plugin (`config_hooks.py`), before anything of LiteLLM's proxy is imported:
 on a release outside the supported lines, on a withdrawn one, or where the plugin fails to load, the proxy
 still starts (LiteLLM's own keys and routes keep working) and one line says why; the plugin then fails
-closed (see `unsupported.py`). What differs between supported releases lives in `host.py`.
+closed (see `unsupported.py`). What differs between supported releases lives in `host/`.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ def test_the_catch_all_stays_behind_plugin_routes_mounted_before_and_after_it(
     host.mount(chat.router)  # e.g. the embed and rerank routes, mounted after it
     host.mount_after_plugin_routes(not_found.router)  # again: LiteLLM may load the plugin twice
 
-    paths = [[getattr(r, "path", None) for r in host._routes_in(entry)] for entry in app.router.routes]
+    paths = [[getattr(r, "path", None) for r in host.app._routes_in(entry)] for entry in app.router.routes]
     flat = [path for entry in paths for path in entry]
     catch_all = flat.index("/litellm/cohere/{rest:path}")
     assert flat.count("/litellm/cohere/{rest:path}") == 1
@@ -50,5 +50,5 @@ def test_mounting_a_router_twice_serves_it_once(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(proxy_server, "app", app)
     host.mount(chat.router)
     host.mount(chat.router)
-    flat = [getattr(r, "path", None) for entry in app.router.routes for r in host._routes_in(entry)]
+    flat = [getattr(r, "path", None) for entry in app.router.routes for r in host.app._routes_in(entry)]
     assert flat.count("/litellm/cohere/v2/chat") == 1
