@@ -254,7 +254,8 @@ def test_bad_v1_embed_input_is_a_400_naming_the_field(http: httpx.Client, fake: 
 
 def test_v1_embed_is_no_longer_the_404s(http: httpx.Client, fake: FakeUpstream) -> None:
     assert post(http, EMBED_V1, {"model": "fake-embed", "texts": ["a"]}).status_code == 200
-    error = assert_cohere_error(http.get(EMBED_V1), 404, "no Cohere endpoint GET /litellm/cohere/v1/embed here")
+    assert_cohere_error(http.get(EMBED_V1), 405, "/litellm/cohere/v1/embed takes POST, not GET")  # served, by POST
+    error = assert_cohere_error(http.get("/litellm/cohere/v1/embedz"), 404, "no Cohere endpoint GET")
     assert "POST /litellm/cohere/v1/embed" in error["message"].split("served: ")[1]
 
 
