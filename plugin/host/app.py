@@ -4,18 +4,13 @@ them to LiteLLM as its routes of the same kind, the callbacks it registers, and 
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter
-
-# LitellmUserRoles: from litellm.proxy._types on every release (1.108 moved it to a module of its own)
 from litellm.proxy._types import LiteLLMRoutes
-
-log = logging.getLogger("mpilot")
 
 
 def mount(router: APIRouter, chat_completions: bool = False) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextvars import ContextVar
@@ -16,8 +15,6 @@ from typing import Any
 
 from fastapi import Request, Response
 from fastapi.responses import JSONResponse
-
-# LitellmUserRoles: from litellm.proxy._types on every release (1.108 moved it to a module of its own)
 from litellm.proxy._types import ProxyException
 from litellm.proxy.auth.user_api_key_auth import user_api_key_auth
 from litellm.proxy.common_request_processing import ProxyBaseLLMRequestProcessing
@@ -27,7 +24,6 @@ from ..cohere.errors import CohereError, call_failure_message, cohere_status, re
 from ..cohere.schema import decode_json_body, parse_chat_request
 from .keys import Caller, share_json_body
 
-log = logging.getLogger("mpilot")
 # Turns LiteLLM's own OpenAI-format SSE frames into the frames we send.
 FrameTranslator = Callable[[AsyncIterator[str | bytes]], AsyncIterator[str | bytes]]
 

@@ -11,7 +11,6 @@ from typing import Any
 
 from fastapi import Request
 
-# LitellmUserRoles: from litellm.proxy._types on every release (1.108 moved it to a module of its own)
 from ..auth.ledger import to_nanos
 from .app import as_litellm_sees
 from .keys import _parsed_body, route_of

@@ -9,7 +9,6 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-# LitellmUserRoles: from litellm.proxy._types on every release (1.108 moved it to a module of its own)
 from ..cohere.errors import CohereError, redact
 from .keys import Caller, may_call_model
 

@@ -6,18 +6,13 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
 from typing import Any
 
 from litellm.llms.base_llm.base_model_iterator import BaseModelResponseIterator
 from litellm.llms.cohere.common_utils import CohereError as CohereProviderError
-
-# LitellmUserRoles: from litellm.proxy._types on every release (1.108 moved it to a module of its own)
 from litellm.types.utils import ChatCompletionUsageBlock, GenericStreamingChunk
 
 from .calls import _stream_end
-
-log = logging.getLogger("mpilot")
 
 
 def served_by_cohere(model: str) -> bool:
