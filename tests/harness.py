@@ -64,6 +64,8 @@ LIMITS: dict[str, dict[str, Any]] = {
     "embed-models": {"models": ["fake-embed"], "rpm_limit": 2},
     "embed-fail": {"max_budget": 0.0000005},  # five tokens of `fake-embed`, one call's reservation at a time
     "embed-v1-budget": {"max_budget": 0.0000005},  # five tokens of `fake-embed`, through v1 embed
+    "listing-rpm": {"rpm_limit": 3},  # model lists and tokenizing count against a key's requests
+    "tokenize-burst": {"rpm_limit": 5},  # twenty tokenize requests at once
 }
 SOURCES = ("cfg", "store")
 HS_SECRET = "hs256-test-secret-0123456789abcdef"

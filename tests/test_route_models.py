@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import cohere
@@ -138,16 +140,43 @@ def test_model_list_needs_a_valid_token(proxy: ProxyProcess) -> None:
 
 
 @pytest.mark.parametrize("source", SOURCES)
-def test_a_spent_key_may_still_list_models_and_tokenize(proxy: ProxyProcess, fake: FakeUpstream,
-                                                        source: str) -> None:
-    """Nothing here reaches a model: a key without budget (and one at its rpm limit) may use them."""
+@pytest.mark.parametrize(("method", "path", "body"), [
+    ("GET", MODELS, None), ("GET", f"{MODELS}/fake", None),
+    ("POST", f"{BASE}/v1/tokenize", {"text": "hi", "model": "fake"}),
+    ("POST", f"{BASE}/v1/detokenize", {"tokens": [6151], "model": "fake"})])
+def test_a_key_out_of_budget_is_a_402_on_model_lists_and_tokenizing(
+        proxy: ProxyProcess, fake: FakeUpstream, source: str, method: str, path: str, body: Any) -> None:
+    """As on chat: a request of a spent key gets the budget's 402, though these routes cost nothing."""
     key = virtual_key(source, "broke")
+    response = get(proxy, path, key) if method == "GET" else post(proxy, path, body, key)
+    assert_cohere_error(response, 402, "exceeded its budget")
+    assert fake.requests == []
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_model_lists_and_tokenizing_count_against_the_keys_requests_per_minute(
+        proxy: ProxyProcess, fake: FakeUpstream, source: str) -> None:
+    """Each is a request of the key's rpm, like a chat: the fourth of three a minute is a 429, whichever
+    route it takes, chat included; and these routes reserve nothing, so nothing is left held."""
+    key = virtual_key(source, "listing-rpm")
     assert get(proxy, MODELS, key).status_code == 200
     assert post(proxy, f"{BASE}/v1/tokenize", {"text": "hi", "model": "fake"}, key).status_code == 200
-    rpm = virtual_key(source, "rpm")  # 2 requests a minute
-    for _ in range(3):
-        assert post(proxy, f"{BASE}/v1/tokenize", {"text": "hi", "model": "fake"}, rpm).status_code == 200
+    assert post(proxy, f"{BASE}/v1/detokenize", {"tokens": [6151], "model": "fake"}, key).status_code == 200
+    for path, body in ((f"{MODELS}/fake", None), (f"{BASE}/v1/tokenize", {"text": "hi", "model": "fake"}),
+                       (f"{BASE}/v2/chat", {"model": "fake", "messages": USER})):
+        response = get(proxy, path, key) if body is None else post(proxy, path, body, key)
+        assert_cohere_error(response, 429, "3 requests per minute")
+        assert int(response.headers["retry-after"]) > 0
     assert fake.requests == []
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_twenty_tokenize_requests_at_once_get_only_the_rpm_limit(proxy: ProxyProcess, source: str) -> None:
+    key = virtual_key(source, "tokenize-burst")  # 5 a minute
+    with ThreadPoolExecutor(20) as pool:
+        responses = list(pool.map(lambda n: post(proxy, f"{BASE}/v1/tokenize", {"text": f"hi {n}", "model": "fake"},
+                                                 key), range(20)))
+    assert Counter(r.status_code for r in responses) == {200: 5, 429: 15}
 
 
 # --- POST /v1/tokenize, /v1/detokenize -------------------------------------------------------------------

@@ -104,15 +104,17 @@ class MPilotAuth:
         for model in models:
             if not await host.may_call_model(caller, model):
                 raise Refused(403, f"virtual key {key.display_id} may not use model {model!r}")
-        # Only what cannot reach a model (the key's own info, model lists, tokenizing) is free of the key's limits.
+        # The key's own info, and LiteLLM's routes that cannot spend, are free of the key's limits. The
+        # plugin's Cohere routes all count, those that reach no model (model lists, tokenizing) too: a
+        # request a minute each, and a key out of budget is refused there as well (at no cost).
         route = host.route_of(request)
-        if route == KEY_INFO_PATH or host.reaches_no_model(route) or not host.route_spends(route) \
-                or not key.has_limits:
+        costs_nothing = host.reaches_no_model(route)
+        if route == KEY_INFO_PATH or not key.has_limits or not (costs_nothing or host.route_spends(route)):
             return caller
         budget = None
         if key.max_budget is not None:
             estimate = await host.estimate_cost_nanos(request, models, self.limits.default_max_tokens,
-                                                      key.team_id) if models else 0
+                                                      key.team_id) if models and not costs_nothing else 0
             spent_elsewhere = 0 if self.tracks_spend(key) else to_nanos(await host.litellm_key_spend(key))
             budget = Budget(key.spend_counter(now), to_nanos(key.max_budget), estimate,
                             self.limits.reservation_ttl_seconds, spent_elsewhere)

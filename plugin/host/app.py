@@ -104,8 +104,9 @@ def as_litellm_sees(body: dict[str, Any], route: str) -> tuple[dict[str, Any], s
 
 
 def mount_without_model_calls(router: APIRouter) -> None:
-    """`mount`, for routes that never reach a model (model lists, tokenizing): a key's rate limits and
-    budget do not count them (see `reaches_no_model`), as LiteLLM exempts its own model lists."""
+    """`mount`, for routes that never reach a model (model lists, tokenizing): they count against a
+    key's rate limits, and a key out of budget is refused there, but they reserve nothing of its budget
+    (see `reaches_no_model`)."""
     mount(router)
     for route in router.routes:
         pattern = getattr(route, "path_regex", None)
