@@ -210,3 +210,33 @@ def test_one_step_counts_a_request_only_when_every_limit_admits_it(store: tuple[
 
     # Admitted, refused by the budget (not counted), admitted (2 requests now), refused by the rate.
     assert asyncio.run(run()) == [None, "budget", None, "requests", "2"]
+
+
+def test_sqlite_forgets_what_expired_of_every_counter(tmp_path: Path) -> None:
+    """Expired spend, holds and rate seconds leave the file, also of counters nobody asks about again;
+    a spend counter that expired a moment ago (not yet purged) starts again from the new amount."""
+    import sqlite3
+
+    clock = Clock()
+    ledger = SqliteLedger(tmp_path / "ledger.sqlite3", clock=clock)
+    gone, window = counter(), counter()
+
+    async def run() -> int:
+        await ledger.settle(None, 5, [(gone, 10)])
+        await reserve(ledger, gone, CENT, 1, ttl=30)
+        await count(ledger, gone, 10)
+        await ledger.settle(None, 5, [(window, 10)])
+        clock.now += 9.8
+        await count(ledger, counter(), 10)  # purges: nothing has expired yet
+        clock.now += 0.4  # both spend counters expired 0.2 s ago; the last purge was 0.4 s ago
+        await ledger.settle(None, 3, [(window, 10)])
+        spent_in_new_window = await ledger.spent(window)
+        clock.now += 100
+        await count(ledger, counter(), 10)  # another counter's step purges everything expired
+        return spent_in_new_window
+
+    assert asyncio.run(run()) == 3
+    with sqlite3.connect(tmp_path / "ledger.sqlite3") as db:
+        left = {table: db.execute(f"SELECT COUNT(*) FROM {table} WHERE {column} = ?", (gone,)).fetchone()[0]
+                for table, column in (("counters", "name"), ("holds", "counter"), ("rate", "counter"))}
+    assert left == {"counters": 0, "holds": 0, "rate": 0}

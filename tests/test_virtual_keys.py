@@ -281,3 +281,30 @@ def test_empty_jwt_settings_count_as_absent() -> None:
 
     settings = jwt_settings({"issuer": "", "audience": None, "secret": "s"})
     assert (settings.issuer, settings.audience, settings.has_key_material) == (None, None, True)
+
+
+def test_each_request_gets_its_own_caller_of_a_key() -> None:
+    """The caller handed to LiteLLM is one request's: what LiteLLM changes in place on it (its lists and
+    dicts) never reaches the next request's, nor the key store's own object."""
+    from litellm.proxy._types import UserAPIKeyAuth
+
+    from plugin.auth.keys import VirtualKey
+    from plugin.host import key_caller
+
+    (key,) = config_keys([{"key": A, "models": ["fake"], "metadata": {"team": "a"}}]).values()
+    first = key_caller(key)
+    first.models.append("fake-dear")
+    first.metadata["mpilot_reservation"] = "r1"
+    second = key_caller(key)
+    assert second is not first
+    assert (second.models, second.metadata, second.token) == (["fake"], {"team": "a"}, key.key_id)
+    (changed,) = config_keys([{"key": A, "models": ["fake-b"]}]).values()  # the same key, new settings
+    assert key_caller(changed).models == ["fake-b"]
+
+    stored = UserAPIKeyAuth(token="hashed-in-store", models=["fake"], metadata={"x": 1}, max_budget=5.0)
+    caller = key_caller(VirtualKey(key_id=key_id_of(A), source="proxy", stored=stored))
+    caller.models.append("fake-dear")
+    caller.metadata["mpilot_reservation"] = "r1"
+    assert caller.token == key_id_of(A) and caller.max_budget is None  # no database: the ledger's budget
+    assert (stored.token, stored.models, stored.metadata, stored.max_budget) == ("hashed-in-store", ["fake"],
+                                                                                 {"x": 1}, 5.0)

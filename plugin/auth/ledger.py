@@ -23,6 +23,7 @@ from typing import Any, Literal, Protocol
 
 NANOS_PER_DOLLAR = 1_000_000_000
 RATE_WINDOW_SECONDS = 60  # rpm and tpm limits: a sliding minute, in one-second buckets
+PURGE_EVERY_SECONDS = 1.0  # SQLite: how often one process deletes what has expired
 
 
 def to_nanos(dollars: float | int | str | Decimal) -> int:
@@ -135,6 +136,7 @@ class SqliteLedger:
         self._clock = clock
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
+        self._purged_at = 0.0
 
     @staticmethod
     def check(path: Path) -> None:
@@ -160,7 +162,11 @@ class SqliteLedger:
             db = self._connection()
             db.execute("BEGIN IMMEDIATE")
             try:
-                result = step(db, self._clock(), *args)
+                now = self._clock()
+                if not now - PURGE_EVERY_SECONDS < self._purged_at <= now:
+                    _sqlite_purge(db, now)
+                    self._purged_at = now
+                result = step(db, now, *args)
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
@@ -188,6 +194,13 @@ def _sqlite_spent(db: sqlite3.Connection, now: float, counter: str) -> int:
     return int(row[0]) if row else 0
 
 
+def _sqlite_purge(db: sqlite3.Connection, now: float) -> None:
+    """Forget what has expired, every counter's at once (reads skip it until then)."""
+    db.execute("DELETE FROM rate WHERE second <= ?", (int(now) - RATE_WINDOW_SECONDS,))
+    db.execute("DELETE FROM holds WHERE expires_at <= ?", (now,))
+    db.execute("DELETE FROM counters WHERE expires_at <= ?", (now,))
+
+
 def _sqlite_admit(db: sqlite3.Connection, now: float, limits: Limits) -> Admission:
     rates: tuple[tuple[Refusal, tuple[str, int] | None], ...] = (("requests", limits.requests),
                                                                    ("tokens", limits.tokens))
@@ -200,10 +213,11 @@ def _sqlite_admit(db: sqlite3.Connection, now: float, limits: Limits) -> Admissi
     reservation = None
     budget = limits.budget
     if budget is not None:
-        db.execute("DELETE FROM holds WHERE counter = ? AND expires_at <= ?", (budget.counter, now))
-        spent = _sqlite_spent(db, now, budget.counter) + budget.spent_elsewhere
-        held = int(db.execute("SELECT COALESCE(SUM(nanos), 0) FROM holds WHERE counter = ?",
-                              (budget.counter,)).fetchone()[0])
+        spent, held = db.execute(
+            "SELECT (SELECT COALESCE(MAX(value), 0) FROM counters WHERE name = ?1 AND expires_at > ?2), "
+            "(SELECT COALESCE(SUM(nanos), 0) FROM holds WHERE counter = ?1 AND expires_at > ?2)",
+            (budget.counter, now)).fetchone()
+        spent, held = int(spent) + budget.spent_elsewhere, int(held)
         if spent + held >= budget.limit or spent + held + budget.amount > budget.limit:
             return Admission("budget", spent=spent, held=held)
         if budget.amount > 0:
@@ -221,17 +235,16 @@ def _sqlite_settle(db: sqlite3.Connection, now: float, reservation: str | None, 
         db.execute("DELETE FROM holds WHERE id = ?", (reservation,))
     if amount <= 0:
         return
-    for name, ttl in counters:
-        db.execute("DELETE FROM counters WHERE name = ? AND expires_at <= ?", (name, now))
-        db.execute("INSERT INTO counters (name, value, expires_at) VALUES (?, ?, ?) "
-                   "ON CONFLICT (name) DO UPDATE SET value = value + excluded.value, "
-                   "expires_at = MAX(expires_at, excluded.expires_at)", (name, amount, now + ttl))
+    for name, ttl in counters:  # a counter that has expired starts again from this amount
+        db.execute("INSERT INTO counters (name, value, expires_at) VALUES (?1, ?2, ?3) ON CONFLICT (name) DO UPDATE "
+                   "SET value = CASE WHEN expires_at <= ?4 THEN excluded.value ELSE value + excluded.value END, "
+                   "expires_at = CASE WHEN expires_at <= ?4 THEN excluded.expires_at "
+                   "ELSE MAX(expires_at, excluded.expires_at) END", (name, amount, now + ttl, now))
 
 
 def _sqlite_rate_window(db: sqlite3.Connection, now: float, counter: str) -> tuple[int, int | None]:
-    db.execute("DELETE FROM rate WHERE counter = ? AND second <= ?", (counter, int(now) - RATE_WINDOW_SECONDS))
-    used, oldest = db.execute("SELECT COALESCE(SUM(amount), 0), MIN(second) FROM rate WHERE counter = ?",
-                              (counter,)).fetchone()
+    used, oldest = db.execute("SELECT COALESCE(SUM(amount), 0), MIN(second) FROM rate "
+                              "WHERE counter = ? AND second > ?", (counter, int(now) - RATE_WINDOW_SECONDS)).fetchone()
     return int(used), oldest
 
 
