@@ -7,14 +7,15 @@
 | MPilot JWT with `role: admin` | a proxy admin, spend attributed to its `sub`                     |
 | anything else                 | declined: LiteLLM's own auth decides (master key, UI, DB keys)   |
 
-A virtual key is refused when blocked (403), expired (401), not allowed the requested model (403)
-or over its budget (402); rpm/tpm limits are enforced by LiteLLM's rate limiter on the returned
-caller (429 with Retry-After). Messages name the key by its id prefix, never the key or token.
+A virtual key is refused when blocked (403), expired (401), not allowed the requested model (403),
+over its budget (402) or its requests or tokens per minute (429 with Retry-After), counted in the
+plugin's ledger. Messages name the key by its id prefix, never the key or token.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -30,6 +31,8 @@ from .tokens import MPilotJwtVerifier, TokenRejected, jwt_settings, looks_like_j
 
 log = logging.getLogger("mpilot.auth")
 KEY_INFO_PATH = "/mpilot/key/info"
+BOUND_ROOM = 100  # a bound is reserved while a budget has room for this many such reservations
+ROOMS_KEPT = 10_000  # budgets (of a key, in a window) whose room this process remembers
 
 
 class Refused(Exception):
@@ -47,6 +50,7 @@ class MPilotAuth:
         self.keys = config_keys(settings.get("virtual_keys"))
         self.limits = limit_settings(settings.get("limits"))
         self._ledger: Ledger | None = None
+        self._room: dict[str, int] = {}  # budget counter -> what this process last saw left of it
 
     def ledger(self) -> Ledger:
         """Where limits are counted: Redis when the proxy has one (every proxy shares it), else the
@@ -111,17 +115,24 @@ class MPilotAuth:
         costs_nothing = host.reaches_no_model(route)
         if route == KEY_INFO_PATH or not key.has_limits or not (costs_nothing or host.route_spends(route)):
             return caller
-        budget = None
+        budget, estimated = None, True
         if key.max_budget is not None:
-            estimate = await host.estimate_cost_nanos(request, models, self.limits.default_max_tokens,
-                                                      key.team_id) if models and not costs_nothing else 0
+            counter = key.spend_counter(now)
+            estimate, estimated = await self.reservation(key, counter, request, models) \
+                if models and not costs_nothing else (0, True)
             spent_elsewhere = 0 if self.tracks_spend(key) else to_nanos(await host.litellm_key_spend(key))
-            budget = Budget(key.spend_counter(now), to_nanos(key.max_budget), estimate,
-                            self.limits.reservation_ttl_seconds, spent_elsewhere)
-        admission = await self.ledger().admit(Limits(
-            requests=(key.requests_counter, key.rpm_limit) if key.rpm_limit is not None else None,
-            tokens=(key.tokens_counter, key.tpm_limit) if key.tpm_limit is not None else None,
-            budget=budget))
+            budget = Budget(counter, to_nanos(key.max_budget), estimate, self.limits.reservation_ttl_seconds,
+                            spent_elsewhere)
+        limits = Limits(requests=(key.requests_counter, key.rpm_limit) if key.rpm_limit is not None else None,
+                        tokens=(key.tokens_counter, key.tpm_limit) if key.tpm_limit is not None else None,
+                        budget=budget)
+        admission = await self.ledger().admit(limits)
+        if admission.refused_by == "budget" and budget is not None and not estimated:
+            # The bound did not fit (another process spent meanwhile): LiteLLM's own estimate may.
+            budget = replace(budget, amount=await self.estimate(key, request, models))
+            admission = await self.ledger().admit(replace(limits, budget=budget))
+        if budget is not None:
+            self._remember_room(budget, admission)
         if admission.refused_by == "requests":
             raise Refused(429, f"virtual key {key.display_id} has reached its limit of {key.rpm_limit} requests "
                                f"per minute; retry in {admission.retry_after} s",
@@ -133,6 +144,30 @@ class MPilotAuth:
         if admission.refused_by == "budget" and budget is not None:
             raise Refused(402, _budget_refusal(key, budget, admission))
         return host.with_reservation(caller, admission.reservation)
+
+    async def reservation(self, key: VirtualKey, counter: str, request: Request, models: list[str]) -> tuple[int, bool]:
+        """What to reserve of a key's budget for a call, and whether it is LiteLLM's own estimate (input tokens
+        by its token counter). Far from the budget's end (room for `BOUND_ROOM` such reservations, as this
+        process last saw it), the bound of a request that is all text (`host.bound_cost_nanos`) instead: never
+        less, and no tokenizer (~0.6 ms a request). Near the end, first in a budget window, or for anything
+        else: LiteLLM's estimate, so that concurrent calls near the end hold only what they may cost."""
+        room = self._room.get(counter)
+        if room is not None:
+            bound = await host.bound_cost_nanos(request, models, self.limits.default_max_tokens)
+            if bound is not None and room >= BOUND_ROOM * bound:
+                return bound, False
+        return await self.estimate(key, request, models), True
+
+    async def estimate(self, key: VirtualKey, request: Request, models: list[str]) -> int:
+        return await host.estimate_cost_nanos(request, models, self.limits.default_max_tokens, key.team_id)
+
+    def _remember_room(self, budget: Budget, admission: Admission) -> None:
+        if admission.refused_by not in (None, "budget"):
+            return  # refused by a rate limit before the budget was read
+        if len(self._room) >= ROOMS_KEPT and budget.counter not in self._room:
+            self._room.clear()
+        taken = budget.amount if admission.refused_by is None else 0
+        self._room[budget.counter] = budget.limit - admission.spent - admission.held - taken
 
     def tracks_spend(self, key: VirtualKey) -> bool:
         """Whether the plugin keeps this key's spend: always for config keys; for keys in the proxy's

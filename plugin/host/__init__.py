@@ -35,6 +35,7 @@ from .calls import (
     stream_error_timed_out,
 )
 from .cost import (
+    bound_cost_nanos,
     estimate_cost_nanos,
 )
 from .keys import (
@@ -91,6 +92,7 @@ __all__ = [
     "error_from_exception",
     "rerank",
     "stream_error_timed_out",
+    "bound_cost_nanos",
     "estimate_cost_nanos",
     "Caller",
     "admin_caller",

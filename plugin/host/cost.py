@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import json
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -39,6 +40,58 @@ async def estimate_cost_nanos(request: Request, models: list[str], default_max_t
         log.warning("MPilot limits: no cost estimate (%s); reserving nothing for this call", type(error).__name__)
         return 0
     return to_nanos(dearest)
+
+
+async def bound_cost_nanos(request: Request, models: list[str], default_max_tokens: int) -> int | None:
+    """At least what `estimate_cost_nanos` gives, without a tokenizer (~0.6 ms less per request): for a
+    chat request whose content is all text, its input taken as `text_token_bound` tokens, priced as
+    LiteLLM prices them. None where no such bound holds (images, audio, files; calls other than chat)."""
+    body, route = as_litellm_sees(dict(await _parsed_body(request)), route_of(request))
+    tokens = text_token_bound(body)
+    if tokens is None:
+        return None
+    if not any(body.get(field) is not None for field in _OUTPUT_TOKEN_FIELDS):
+        body["max_tokens"] = default_max_tokens
+    dearest = 0.0
+    try:
+        for model in models:
+            body["model"] = model
+            dearest = max(dearest, _max_cost(body, route, model, {model: tokens}) or 0.0)
+    except Exception as error:  # noqa: BLE001  # the caller then asks for LiteLLM's own estimate
+        log.warning("MPilot limits: no bound of the cost (%s)", type(error).__name__)
+        return None
+    return to_nanos(dearest)
+
+
+def text_token_bound(body: Mapping[str, Any]) -> int | None:
+    """More tokens than any tokenizer makes of a chat request's messages, tools and tool choice: twice
+    the UTF-8 bytes of their JSON, plus 64 (every token of a tokenizer LiteLLM counts with covers at least
+    one byte of text; the JSON's quotes, braces and keys pay for the few tokens LiteLLM adds per message
+    and for the way it writes tools), rounded up to a power of two so that LiteLLM's price arithmetic is
+    remembered (`_max_cost`). None for anything but a chat request of text: a part that is not text
+    (an image, audio, a file) counts in tokens unrelated to its bytes."""
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not all(_all_text(message) for message in messages):
+        return None
+    try:
+        counted = json.dumps([messages, body.get("tools"), body.get("tool_choice")], ensure_ascii=False)
+    except (TypeError, ValueError):
+        return None
+    return 1 << (2 * len(counted.encode()) + 64 - 1).bit_length()
+
+
+def _all_text(message: Any) -> bool:
+    if not isinstance(message, dict):
+        return False
+    content = message.get("content")
+    if content is None or isinstance(content, str):
+        return True
+    return isinstance(content, list) and all(
+        isinstance(part, str) or (isinstance(part, dict) and part.get("type") == "text" and set(part) <= _TEXT_PART)
+        for part in content)
+
+
+_TEXT_PART = {"type", "text", "cache_control"}
 
 
 def _cached_group_info(router: Any, model: str) -> Any:
