@@ -25,9 +25,7 @@ async def estimate_cost_nanos(request: Request, models: list[str], default_max_t
     token counter times the input price, plus max_tokens, else `default_max_tokens` capped by the
     model's output limit, times the output price), the dearest model named. 0 when no price is known."""
     from litellm.proxy import proxy_server as proxy
-    body, route = as_litellm_sees(dict(await _parsed_body(request)), route_of(request))
-    if not any(body.get(field) is not None for field in _OUTPUT_TOKEN_FIELDS):
-        body["max_tokens"] = default_max_tokens
+    body, route = await _as_estimated(request, default_max_tokens)
     dearest = 0.0
     try:
         # Each model the request names (body, path, query, fallbacks) in turn: the call may use any.
@@ -46,12 +44,10 @@ async def bound_cost_nanos(request: Request, models: list[str], default_max_toke
     """At least what `estimate_cost_nanos` gives, without a tokenizer (~0.6 ms less per request): for a
     chat request whose content is all text, its input taken as `text_token_bound` tokens, priced as
     LiteLLM prices them. None where no such bound holds (images, audio, files; calls other than chat)."""
-    body, route = as_litellm_sees(dict(await _parsed_body(request)), route_of(request))
+    body, route = await _as_estimated(request, default_max_tokens)
     tokens = text_token_bound(body)
     if tokens is None:
         return None
-    if not any(body.get(field) is not None for field in _OUTPUT_TOKEN_FIELDS):
-        body["max_tokens"] = default_max_tokens
     dearest = 0.0
     try:
         for model in models:
@@ -61,6 +57,15 @@ async def bound_cost_nanos(request: Request, models: list[str], default_max_toke
         log.warning("MPilot limits: no bound of the cost (%s)", type(error).__name__)
         return None
     return to_nanos(dearest)
+
+
+async def _as_estimated(request: Request, default_max_tokens: int) -> tuple[dict[str, Any], str]:
+    """A copy of the request's body, and its route, as LiteLLM's estimate reads them (see `LitellmView`),
+    with `default_max_tokens` where it asks for no limit of output tokens."""
+    body, route = as_litellm_sees(dict(await _parsed_body(request)), route_of(request))
+    if not any(body.get(field) is not None for field in _OUTPUT_TOKEN_FIELDS):
+        body["max_tokens"] = default_max_tokens
+    return body, route
 
 
 def text_token_bound(body: Mapping[str, Any]) -> int | None:
