@@ -1,6 +1,6 @@
 """What the plugin's auth hook costs, measured against a baseline in the same run.
 
-    .venv/bin/python -m bench.auth_overhead [--requests 400]
+    .venv/bin/python -m bench.auth_overhead [--requests 400] [--rounds 1]
 
 The hook runs on every request of the proxy, not only the Cohere route's. Three proxies on one fake
 upstream, requests alternating one by one so machine noise falls on both sides alike:
@@ -10,7 +10,9 @@ upstream, requests alternating one by one so machine noise falls on both sides a
    count, a cost estimate, a reservation and its settlement in the ledger on every request) vs the
    master key, on the SQLite ledger and on Redis (target <= 1.02).
 Prints p50 and p99 (requests alternating one by one) and the proxy's CPU time per request (over
-alternating blocks of 25) for each side, and the ratios (> 1: slower).
+alternating blocks of 25) for each side, and the ratios (> 1: slower). A ratio moves 3-4% from run to run
+on a shared 2-core machine: with `--rounds N` the comparisons run N times on the same proxies, and a
+last table gives each ratio's median over the rounds, with the lowest and highest.
 """
 
 from __future__ import annotations
@@ -115,7 +117,14 @@ class Side:
         self.blocked += requests
 
 
-def compare(label: str, subject: Side, baseline: Side, requests: int) -> None:
+FIGURES = (("latency p50", "ms", Side.p50), ("latency p99", "ms", Side.p99),
+           ("proxy CPU per request", "ms", Side.cpu_ms))
+
+
+def compare(label: str, subject: Side, baseline: Side, requests: int) -> dict[str, float]:
+    """The two sides' figures, printed; returns each figure's ratio."""
+    for side in (subject, baseline):
+        side.times, side.cpu, side.blocked = [], 0.0, 0
     for _ in range(30):  # warm up both
         subject.once(record=False)
         baseline.once(record=False)
@@ -127,15 +136,28 @@ def compare(label: str, subject: Side, baseline: Side, requests: int) -> None:
         baseline.block(25)
     print(f"\n{label} ({requests} each, alternating)")
     print(f"{'figure':<26} {'subject':>10} {'baseline':>10} {'ratio':>7}")
-    for name, unit, of in (("latency p50", "ms", Side.p50), ("latency p99", "ms", Side.p99),
-                           ("proxy CPU per request", "ms", Side.cpu_ms)):
+    for name, unit, of in FIGURES:
         print(f"{name + ' (' + unit + ')':<26} {of(subject):>10.2f} {of(baseline):>10.2f} "
               f"{of(subject) / of(baseline):>7.3f}")
+    return {name: of(subject) / of(baseline) for name, _, of in FIGURES}
+
+
+def summary(ratios: dict[str, list[dict[str, float]]]) -> None:
+    rounds = len(next(iter(ratios.values())))
+    print(f"\nMedian ratio over {rounds} rounds (lowest - highest)")
+    print(f"{'comparison':<44} " + " ".join(f"{name:>22}" for name, _, _ in FIGURES))
+    for label, each in ratios.items():
+        cells = []
+        for name, _, _ in FIGURES:
+            values = sorted(round_[name] for round_ in each)
+            cells.append(f"{statistics.median(values):.3f} ({values[0]:.3f}-{values[-1]:.3f})")
+        print(f"{label:<44} " + " ".join(f"{cell:>22}" for cell in cells))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=400, help="requests per side and comparison")
+    parser.add_argument("--rounds", type=int, default=1, help="times to run the three comparisons")
     args = parser.parse_args()
 
     with ExitStack() as stack:
@@ -150,12 +172,20 @@ def main() -> None:
         proxies = [plugin, bare, redis_backed]
         try:
             start_all(proxies)
-            compare("Plugin's presence: /v1/chat/completions, master key, with the plugin vs without",
-                    Side(plugin, OPENAI, MASTER_KEY), Side(bare, OPENAI, MASTER_KEY), args.requests)
-            compare("Budgeted sk-bf- key vs master key: Cohere route, SQLite ledger",
-                    Side(plugin, COHERE, BUDGETED), Side(plugin, COHERE, MASTER_KEY), args.requests)
-            compare("Budgeted sk-bf- key vs master key: Cohere route, Redis ledger",
-                    Side(redis_backed, COHERE, BUDGETED), Side(redis_backed, COHERE, MASTER_KEY), args.requests)
+            comparisons = {
+                "presence (master key, /v1/chat/completions)": (Side(plugin, OPENAI, MASTER_KEY),
+                                                               Side(bare, OPENAI, MASTER_KEY)),
+                "budgeted key / master key, SQLite ledger": (Side(plugin, COHERE, BUDGETED),
+                                                             Side(plugin, COHERE, MASTER_KEY)),
+                "budgeted key / master key, Redis ledger": (Side(redis_backed, COHERE, BUDGETED),
+                                                            Side(redis_backed, COHERE, MASTER_KEY)),
+            }
+            ratios: dict[str, list[dict[str, float]]] = {label: [] for label in comparisons}
+            for round_ in range(args.rounds):
+                for label, (subject, baseline) in comparisons.items():
+                    ratios[label].append(compare(f"Round {round_ + 1}: {label}", subject, baseline, args.requests))
+            if args.rounds > 1:
+                summary(ratios)
         finally:
             for proxy in proxies:
                 proxy.stop()

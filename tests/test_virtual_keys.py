@@ -297,7 +297,8 @@ def test_each_request_gets_its_own_caller_of_a_key() -> None:
     first.metadata["mpilot_reservation"] = "r1"
     second = key_caller(key)
     assert second is not first
-    assert (second.models, second.metadata, second.token) == (["fake"], {"team": "a"}, key.key_id)
+    assert (second.models, second.metadata, second.token) == (["fake"], {"team": "a", "mpilot_key": key.key_id},
+                                                              key.key_id)
     (changed,) = config_keys([{"key": A, "models": ["fake-b"]}]).values()  # the same key, new settings
     assert key_caller(changed).models == ["fake-b"]
 

@@ -38,7 +38,7 @@ class KeySpend(CustomLogger):
         self._settling: set[asyncio.Task[None]] = set()  # settlements under way after their answers
 
     async def async_post_call_success_hook(self, data: dict, user_api_key_dict: Any, response: Any) -> Any:
-        key_id, reservation = getattr(user_api_key_dict, "token", None), host.reservation_of(user_api_key_dict)
+        key_id, reservation = host.virtual_key_of(user_api_key_dict), host.reservation_of(user_api_key_dict)
         if not self._claim(data.get("litellm_call_id"), key_id, reservation):
             return None
         hidden = getattr(response, "_hidden_params", None) or {}
@@ -56,8 +56,8 @@ class KeySpend(CustomLogger):
     async def async_log_success_event(self, kwargs: dict[str, Any], response_obj: Any, start_time: Any,
                                       end_time: Any) -> None:
         payload = kwargs.get("standard_logging_object") or {}
-        key_id = (payload.get("metadata") or {}).get("user_api_key_hash")
-        reservation = _logged_reservation(kwargs)
+        key_metadata = _logged_key_metadata(kwargs)
+        key_id, reservation = host.virtual_key_in(key_metadata), host.reservation_in(key_metadata)
         if self._claim(kwargs.get("litellm_call_id"), key_id, reservation):
             await self._settle(key_id, reservation, payload.get("response_cost"), payload.get("total_tokens") or 0)
 
@@ -68,7 +68,7 @@ class KeySpend(CustomLogger):
 
     async def async_log_failure_event(self, kwargs: dict[str, Any], response_obj: Any, start_time: Any,
                                       end_time: Any) -> None:
-        await self._release(_logged_reservation(kwargs))
+        await self._release(host.reservation_in(_logged_key_metadata(kwargs)))
 
     def _claim(self, call_id: str | None, key_id: str | None, reservation: str | None) -> bool:
         """Whether this hook settles the call: whichever of the two success hooks sees a call first
@@ -105,10 +105,10 @@ def _remembered_id(call_id: str) -> str:
     return call_id if len(call_id) <= _ID_CHARS else hashlib.sha256(call_id.encode()).hexdigest()
 
 
-def _logged_reservation(kwargs: dict[str, Any]) -> str | None:
-    """The reservation in the key metadata LiteLLM logs with a call."""
+def _logged_key_metadata(kwargs: dict[str, Any]) -> Any:
+    """The caller's metadata LiteLLM logs with a call (see `host.key_caller`)."""
     metadata = (kwargs.get("litellm_params") or {}).get("metadata") or {}
-    return host.reservation_in(metadata.get("user_api_key_metadata"))
+    return metadata.get("user_api_key_metadata")
 
 
 key_spend = KeySpend()

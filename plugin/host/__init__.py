@@ -59,6 +59,8 @@ from .keys import (
     route_of,
     route_spends,
     store_key,
+    virtual_key_in,
+    virtual_key_of,
     with_reservation,
 )
 from .models import (
@@ -114,6 +116,8 @@ __all__ = [
     "route_of",
     "route_spends",
     "store_key",
+    "virtual_key_in",
+    "virtual_key_of",
     "with_reservation",
     "ModelTokenizer",
     "model_groups",

@@ -256,6 +256,7 @@ def make_ledger(path: str) -> Ledger:
 
 
 RESERVATION = "mpilot_reservation"  # in a caller's metadata: the ledger reservation of this request's call
+VIRTUAL_KEY = "mpilot_key"  # in a caller's metadata: the id of the virtual key it was made for
 
 
 def key_caller(key: VirtualKey) -> Caller:
@@ -266,13 +267,16 @@ def key_caller(key: VirtualKey) -> Caller:
     model_max_budget, object permissions, its organization), which LiteLLM enforces on it as on its own
     keys. Its budget is the plugin's ledger's while LiteLLM keeps no spend (no database); with one, both
     hold it. A config key has the fields a config key can have. Budgets and rate limits hold in the
-    plugin's ledger on top (see `MPilotAuth.admit`)."""
+    plugin's ledger on top (see `MPilotAuth.admit`). Its metadata names the key (`virtual_key_of`), so
+    that the call's end is settled for it, and the ends of calls of other callers are left alone."""
     if key.stored is None:
-        return _one_request_copy(_config_caller(key))
-    caller = _one_request_copy(key.stored)
-    caller.api_key = caller.token = key.key_id
-    if not litellm_tracks_spend():
-        caller.max_budget = None  # LiteLLM would reserve against spend it never records
+        caller = _one_request_copy(_config_caller(key))
+    else:
+        caller = _one_request_copy(key.stored)
+        caller.api_key = caller.token = key.key_id
+        if not litellm_tracks_spend():
+            caller.max_budget = None  # LiteLLM would reserve against spend it never records
+    caller.metadata = {**(caller.metadata or {}), VIRTUAL_KEY: key.key_id}
     return caller
 
 
@@ -310,6 +314,16 @@ def reservation_of(caller: Any) -> str | None:
 
 def reservation_in(key_metadata: Any) -> str | None:
     value = key_metadata.get(RESERVATION) if isinstance(key_metadata, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def virtual_key_of(caller: Any) -> str | None:
+    """The id of the virtual key a caller was made for (see `key_caller`); None for LiteLLM's own."""
+    return virtual_key_in(getattr(caller, "metadata", None))
+
+
+def virtual_key_in(key_metadata: Any) -> str | None:
+    value = key_metadata.get(VIRTUAL_KEY) if isinstance(key_metadata, dict) else None
     return value if isinstance(value, str) else None
 
 
