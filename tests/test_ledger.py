@@ -240,3 +240,17 @@ def test_sqlite_forgets_what_expired_of_every_counter(tmp_path: Path) -> None:
         left = {table: db.execute(f"SELECT COUNT(*) FROM {table} WHERE {column} = ?", (gone,)).fetchone()[0]
                 for table, column in (("counters", "name"), ("holds", "counter"), ("rate", "counter"))}
     assert left == {"counters": 0, "holds": 0, "rate": 0}
+
+
+def test_a_new_sqlite_ledger_uses_small_pages_in_wal_mode(tmp_path: Path) -> None:
+    """Each step writes the pages it changed to the write-ahead log: 1 KiB pages, not SQLite's 4 KiB."""
+    import sqlite3
+
+    from plugin.auth.ledger import PAGE_BYTES
+
+    path = tmp_path / "ledger.sqlite3"
+    SqliteLedger.check(path)
+    asyncio.run(SqliteLedger(path).admit(Limits(requests=(counter(), 5))))
+    with sqlite3.connect(path) as db:
+        assert (db.execute("PRAGMA page_size").fetchone()[0], db.execute("PRAGMA journal_mode").fetchone()[0]) \
+            == (PAGE_BYTES, "wal") == (1024, "wal")
