@@ -2,6 +2,9 @@
 
     .venv/bin/python -m bench.tail [--requests 1000] [--rounds 1]
 
+With `--rounds N` a last table pools every round's requests per answer size (the p99 of N x 1,000
+requests, and its bootstrap interval) and gives the median of the rounds' own p99 ratios.
+
 One proxy with the plugin, two fake upstreams (their own processes): model `fake` answers 40 words (the
 long answer of bench/compare_routes), model `short` one sentence; a short prompt for both. For each answer
 size, `--requests` non-stream requests per route, sequential and alternating one by one (master key, so
@@ -120,12 +123,33 @@ def main() -> None:
         with httpx.Client(base_url=proxy.url, headers={"Authorization": f"Bearer {MASTER_KEY}"},
                           timeout=60) as client:
             timed(client, "fake", 50)  # warm up both routes
+            pooled: dict[str, dict[str, list[float]]] = {}
+            ratios: dict[str, list[float]] = {}
             for round_ in range(args.rounds):
                 for label, model in (("one-sentence answer", "short"), ("40-word answer", "fake")):
                     client.get("/bench/gc-pauses").raise_for_status()  # forget the warm-up's
                     spans = timed(client, model, args.requests)
                     pauses = [tuple(pause) for pause in client.get("/bench/gc-pauses").json()]
                     report(f"round {round_ + 1}, {label}", spans, pauses)  # type: ignore[arg-type]
+                    for name, each in spans.items():
+                        pooled.setdefault(label, {}).setdefault(name, []).extend(end - start for start, end in each)
+                    ms = {name: [end - start for start, end in each] for name, each in spans.items()}
+                    ratios.setdefault(label, []).append(percentile(ms["cohere"], 0.99) / percentile(ms["openai"], 0.99))
+            if args.rounds > 1:
+                summary(pooled, ratios)
+
+
+def summary(pooled: dict[str, dict[str, list[float]]], ratios: dict[str, list[float]]) -> None:
+    """The p99 of all rounds' requests together (a p99 of more requests moves less by chance), and the
+    median of the rounds' own p99 ratios."""
+    print(f"\n{'all rounds':<22} {'requests':>9} {'cohere p99':>11} {'openai p99':>11} {'ratio':>7} "
+          f"{'90% by chance':>15} {'rounds: median (lowest-highest)':>33}")
+    for label, ms in pooled.items():
+        c, o = percentile(ms["cohere"], 0.99), percentile(ms["openai"], 0.99)
+        low, high = bootstrap_ratio(ms["cohere"], ms["openai"], 0.99)
+        each = sorted(ratios[label])
+        print(f"{label:<22} {len(ms['cohere']):>9} {c * 1e3:>11.2f} {o * 1e3:>11.2f} {c / o:>7.3f} "
+              f"{low:>7.3f}-{high:.3f} {statistics.median(each):>14.3f} ({each[0]:.3f}-{each[-1]:.3f})")
 
 
 if __name__ == "__main__":
