@@ -66,6 +66,7 @@ LIMITS: dict[str, dict[str, Any]] = {
     "embed-v1-budget": {"max_budget": 0.0000005},  # five tokens of `fake-embed`, through v1 embed
     "listing-rpm": {"rpm_limit": 3},  # model lists and tokenizing count against a key's requests
     "tokenize-burst": {"rpm_limit": 5},  # twenty tokenize requests at once
+    "counting": {"max_budget": 0.00004},  # fits a call of `fake` with max_tokens 7, not a default reservation
 }
 SOURCES = ("cfg", "store")
 HS_SECRET = "hs256-test-secret-0123456789abcdef"

@@ -147,3 +147,20 @@ def test_realtime_websocket_checks_its_model(proxy: ProxyProcess, source: str) -
     outcome = asyncio.run(_open_realtime(proxy, virtual_key(source, "models"), model="fake-b"))
     assert outcome.startswith(("refused 403", "closed 1008")), outcome
     assert "may not use model 'fake-b'" in proxy.log()[before:]
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_counting_tokens_reserves_nothing_and_refuses_a_spent_key(proxy: ProxyProcess, fake: FakeUpstream,
+                                                                 source: str) -> None:
+    """LiteLLM's `/utils/token_counter` makes no billed call and no call's end would settle a reservation
+    there: a budgeted key counts tokens (a reservation for `default_max_tokens` would not fit its budget),
+    again and again, and can still chat; a spent key is refused, as LiteLLM's own auth refuses one there."""
+    token = virtual_key(source, "counting")
+    for _ in range(3):
+        counted = post(proxy, "/utils/token_counter", token, {"model": "fake", **CHAT})
+        assert counted.status_code == 200, counted.text
+        assert counted.json()["total_tokens"] > 0
+    assert post(proxy, "/v1/chat/completions", token, {"model": "fake", "max_tokens": 7, **CHAT}).status_code == 200
+    refused = post(proxy, "/utils/token_counter", virtual_key(source, "broke"), {"model": "fake", **CHAT})
+    assert refused.status_code == 402, refused.text
+    assert len(fake.requests) == 1  # the chat only

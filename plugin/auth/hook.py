@@ -110,9 +110,10 @@ class MPilotAuth:
                 raise Refused(403, f"virtual key {key.display_id} may not use model {model!r}")
         # The key's own info, and LiteLLM's routes that cannot spend, are free of the key's limits. The
         # plugin's Cohere routes all count, those that reach no model (model lists, tokenizing) too: a
-        # request a minute each, and a key out of budget is refused there as well (at no cost).
+        # request a minute each, and a key out of budget is refused there as well. They, and LiteLLM's
+        # token-counting routes, reserve nothing: no call's end would settle it.
         route = host.route_of(request)
-        costs_nothing = host.reaches_no_model(route)
+        costs_nothing = host.costs_nothing(route)
         if route == KEY_INFO_PATH or not key.has_limits or not (costs_nothing or host.route_spends(route)):
             return caller
         budget, estimated = None, True

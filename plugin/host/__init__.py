@@ -14,6 +14,7 @@ is a small adapter that names the release that changed it. By concern:
 
 from .app import (
     LitellmView,
+    costs_nothing,
     methods_served_at,
     mount,
     mount_after_plugin_routes,
@@ -77,6 +78,7 @@ from .releases import (
 
 __all__ = [
     "LitellmView",
+    "costs_nothing",
     "methods_served_at",
     "mount",
     "mount_after_plugin_routes",

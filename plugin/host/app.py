@@ -122,6 +122,21 @@ def reaches_no_model(route: str) -> bool:
     return any(pattern.match(route) for pattern in _NO_MODEL_CALL_ROUTES)
 
 
+def costs_nothing(route: str) -> bool:
+    """Whether a call of `route` is never billed, so that it reserves nothing of a key's budget: the
+    plugin's routes that reach no model, and LiteLLM's routes that count a request's tokens (locally, or
+    by a provider's free count endpoint). LiteLLM checks budgets on the latter, so a spent key is refused
+    there; a reservation would be held until it expires, as no call's end settles it."""
+    return route in _TOKEN_COUNTING_ROUTES or reaches_no_model(route)
+
+
+_TOKEN_COUNTING_ROUTES = frozenset({
+    "/utils/token_counter", "/v1/messages/count_tokens", "/messages/count_tokens",
+    "/claude_code_gateway/v1/messages/count_tokens", "/v1/responses/input_tokens", "/responses/input_tokens",
+    "/openai/v1/responses/input_tokens",
+})
+
+
 def mount_after_plugin_routes(router: APIRouter) -> None:
     """Serve `router`'s routes right after every route the plugin has mounted so far, ahead of the
     proxy's own: for a catch-all of the plugin's paths. `mount` puts routes at the front, so routes
