@@ -50,7 +50,8 @@ class MPilotAuth:
         self.keys = config_keys(settings.get("virtual_keys"))
         self.limits = limit_settings(settings.get("limits"))
         self._ledger: Ledger | None = None
-        self._room: dict[str, int] = {}  # budget counter -> what this process last saw left of it
+        # budget counter -> what this process last saw left of it, and the reservation it last made there
+        self._room: dict[str, tuple[int, int]] = {}
 
     def ledger(self) -> Ledger:
         """Where limits are counted: Redis when the proxy has one (every proxy shares it), else the
@@ -152,8 +153,10 @@ class MPilotAuth:
         process last saw it), the bound of a request that is all text (`host.bound_cost_nanos`) instead: never
         less, and no tokenizer (~0.6 ms a request). Near the end, first in a budget window, or for anything
         else: LiteLLM's estimate, so that concurrent calls near the end hold only what they may cost."""
-        room = self._room.get(counter)
-        if room is not None:
+        room, last = self._room.get(counter, (None, 0))
+        # A bound is at least the estimate: where even the last reservation would not fit BOUND_ROOM times
+        # (a small budget, or near its end), the bound is not worth making.
+        if room is not None and room >= BOUND_ROOM * last:
             bound = await host.bound_cost_nanos(request, models, self.limits.default_max_tokens)
             if bound is not None and room >= BOUND_ROOM * bound:
                 return bound, False
@@ -168,7 +171,7 @@ class MPilotAuth:
         if len(self._room) >= ROOMS_KEPT and budget.counter not in self._room:
             self._room.clear()
         taken = budget.amount if admission.refused_by is None else 0
-        self._room[budget.counter] = budget.limit - admission.spent - admission.held - taken
+        self._room[budget.counter] = (budget.limit - admission.spent - admission.held - taken, budget.amount)
 
     def tracks_spend(self, key: VirtualKey) -> bool:
         """Whether the plugin keeps this key's spend: always for config keys; for keys in the proxy's
