@@ -45,7 +45,7 @@ class CohereV2Chat(CustomLogger):
             except (OSError, sqlite3.Error) as error:
                 refuse_to_start(f"the limits ledger {ledger} cannot be opened ({error}); set "
                                 "mpilot.limits.ledger_path to a writable file, or give the proxy a Redis")
-        host.mount(chat.router, chat_completions=True)
+        host.mount_as(chat.router, chat.VIEWS)
         host.mount_as(embed.router, embed.VIEWS)
         host.mount(key_info.router)
         host.mount_without_model_calls(models.router)

@@ -67,6 +67,8 @@ LIMITS: dict[str, dict[str, Any]] = {
     "listing-rpm": {"rpm_limit": 3},  # model lists and tokenizing count against a key's requests
     "tokenize-burst": {"rpm_limit": 5},  # twenty tokenize requests at once
     "counting": {"max_budget": 0.00004},  # fits a call of `fake` with max_tokens 7, not a default reservation
+    "documents": {"max_budget": 0.007049},  # three and a half answers of $0.002014: 2,000 tokens of documents
+    "documents-stream": {"max_budget": 0.007049},  # the same, streamed
 }
 SOURCES = ("cfg", "store")
 HS_SECRET = "hs256-test-secret-0123456789abcdef"

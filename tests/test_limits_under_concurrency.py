@@ -55,6 +55,25 @@ def test_twenty_at_once_get_only_what_the_budget_fits(proxy: ProxyProcess, fake:
     assert settled_spend(proxy.url, token, 0.000075) == 0.000075  # not a nano-dollar over
 
 
+DOCUMENTS = [{"id": f"doc-{i}", "data": {"text": "word " * 400}} for i in range(5)]  # 2,000 tokens, at least
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("source", SOURCES)
+def test_documents_are_reserved_with_the_messages(proxy: ProxyProcess, fake: FakeUpstream, source: str,
+                                                  stream: bool) -> None:
+    """A RAG call's documents are input the provider bills: its reservation counts them, so twenty calls
+    at once against a budget of three and a half answers (2,000 input tokens each) give three."""
+    fake.script(*[Reply(delay=0.5, prompt_tokens=2000)] * 20)
+    token = virtual_key(source, "documents-stream" if stream else "documents")
+    responses = all_at_once(proxy.url, token, max_tokens=7, documents=DOCUMENTS, stream=stream)
+    statuses = Counter(r.status_code for r in responses)
+    assert statuses == {200: 3, 402: 17}, statuses
+    assert len(fake.requests) == 3
+    assert all("word word" in str(request.body["messages"]) for request in fake.requests)  # what was reserved for
+    assert settled_spend(proxy.url, token, 3 * 0.002014) == pytest.approx(3 * 0.002014, abs=1e-12)
+
+
 @pytest.mark.parametrize("source", SOURCES)
 def test_twenty_at_once_get_only_the_rpm_limit(proxy: ProxyProcess, fake: FakeUpstream, source: str) -> None:
     fake.script(*[Reply(delay=0.2)] * 20)

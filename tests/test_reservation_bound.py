@@ -76,6 +76,30 @@ def test_a_request_with_more_than_text_has_no_bound(content: Any) -> None:
     assert text_token_bound({"input": ["embed me"]}) is None
 
 
+COHERE_RAG = {"model": "command-a", "messages": [
+    {"role": "user", "content": "What do the notes say?"},
+    {"role": "assistant", "tool_calls": [{"id": "call_1", "type": "function",
+                                          "function": {"name": "notes", "arguments": "{}"}}]},
+    {"role": "tool", "tool_call_id": "call_1",
+     "content": [{"type": "document", "document": {"id": "note", "data": {"text": "tool " * 300}}}]}],
+    "documents": [{"id": "doc-1", "data": {"text": "word " * 400}}, "plain " * 300]}
+
+
+@pytest.mark.parametrize("model", COUNTED_AS)
+def test_a_cohere_chat_is_counted_with_its_documents(model: str) -> None:
+    """LiteLLM counts a chat's messages and tools only: the Cohere route shows its estimate (and the bound)
+    the body it sends, with documents and tool results' documents in the messages."""
+    from plugin.routes.chat import PATH, VIEWS
+
+    view = VIEWS[PATH]
+    sent = view.body(COHERE_RAG)
+    assert view.route == "/v1/chat/completions" and sent is not None
+    counted = litellm.token_counter(model=model, messages=sent["messages"])
+    assert counted >= 1000  # 400 + 300 words of documents, 300 of the tool's
+    assert counted <= text_token_bound(sent)  # type: ignore[operator]
+    assert view.body({"model": "command-a"}) is None  # not a chat: the route refuses it itself
+
+
 # --- which one the hook reserves -------------------------------------------------------------------------
 
 KEY = "sk-bf-bound-0123456789abcdef0123456789abcdef"

@@ -13,9 +13,9 @@ from fastapi import APIRouter
 from litellm.proxy._types import LiteLLMRoutes
 
 
-def mount(router: APIRouter, chat_completions: bool = False) -> None:
+def mount(router: APIRouter) -> None:
     """Serve `router`'s routes from the proxy's own app, ahead of the proxy's catch-all routes, as
-    LLM API routes (virtual keys may call them); `chat_completions`: they make chat-completion calls.
+    LLM API routes (virtual keys may call them).
 
     Idempotent: LiteLLM runs a config-referenced module once per reference.
     """
@@ -25,8 +25,6 @@ def mount(router: APIRouter, chat_completions: bool = False) -> None:
         return
     paths = [route.path for route in router.routes]
     _declare_llm_api_routes(paths)
-    if chat_completions:
-        _declare_chat_completion_routes(paths)
     before = len(app.router.routes)
     app.include_router(router)
     added = app.router.routes[before:]
@@ -51,19 +49,6 @@ def _declare_llm_api_routes(paths: list[str]) -> None:
         routes.extend(path for path in paths if path not in routes)
 
 
-def _declare_chat_completion_routes(paths: list[str]) -> None:
-    """Give our routes the call types of `/v1/chat/completions`: a key's or team's
-    `metadata.allowed_tools` then applies to them (Cohere v2 tools have OpenAI's shape), guardrails
-    treat their streams as the OpenAI-format chunks they are before we translate them, and LiteLLM
-    finds the route's call types at once instead of matching it against every pattern it knows,
-    twice per request."""
-    from litellm.types.utils import API_ROUTE_TO_CALL_TYPES
-
-    chat = API_ROUTE_TO_CALL_TYPES["/v1/chat/completions"]
-    for path in paths:
-        API_ROUTE_TO_CALL_TYPES.setdefault(path, chat)  # type: ignore[attr-defined]  # a dict typed as Mapping
-
-
 def register_callback(callback: Any) -> None:
     import litellm
 
@@ -73,11 +58,15 @@ def register_callback(callback: Any) -> None:
 
 @dataclass(frozen=True)
 class LitellmView:
-    """How LiteLLM is to see one of our routes that is not a chat: as its own route of the same kind
-    (`/v1/embeddings`, `/v1/rerank`), which gives it that route's call types (LiteLLM then finds them at
-    once instead of matching the path against every pattern it knows, as for the chat route) and the
-    budget estimate that route's rules (inputs counted, no output tokens); and our request body in that
-    route's shape (None: not a body the route will accept, which it refuses itself)."""
+    """How LiteLLM is to see one of our routes: as its own route of the same kind (`/v1/chat/completions`,
+    `/v1/embeddings`, `/v1/rerank`), and our request body in that route's shape, as the route sends it
+    (None: not a body the route will accept, which it refuses itself).
+
+    The route's call types then are that route's: LiteLLM finds them at once instead of matching the path
+    against every pattern it knows (twice per request); for a chat, a key's or team's
+    `metadata.allowed_tools` applies (Cohere v2 tools have OpenAI's shape), and guardrails treat its stream
+    as the OpenAI-format chunks it is before we translate them. The budget estimate reads the body in that
+    shape, by that route's rules (a chat's messages and tools counted; an embedding's inputs, no output)."""
 
     route: str
     body: Callable[[dict[str, Any]], dict[str, Any] | None]

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
+from pydantic import ValidationError
 
 from .. import host
 from ..auth.hook import mpilot_auth
@@ -15,7 +16,7 @@ from ..cohere.citations import citation_sources
 from ..cohere.errors import CohereError, redact
 from ..cohere.request import to_openai_request
 from ..cohere.response import to_cohere_response
-from ..cohere.schema import parse_chat_request
+from ..cohere.schema import ChatRequest, parse_chat_request
 from ..cohere.stream import CohereStream, sse
 from ..cohere.wire import dumps, loads
 
@@ -56,6 +57,20 @@ async def cohere_v2_chat(
     body = to_cohere_response(result, chat.stop_sequences, with_logprobs=bool(chat.logprobs), sources=sources,
                               native_citations=native)
     return Response(content=dumps(body), media_type="application/json", headers=headers)
+
+
+def _as_openai_chat(body: dict[str, Any]) -> dict[str, Any] | None:
+    """A Cohere chat body as the route sends it to LiteLLM, for the budget estimate: LiteLLM counts only a
+    chat's `messages`, `tools` and `tool_choice`, so its documents must be in the messages to be counted
+    (rendered as text even where a Cohere model takes them natively: they are billed as input either way)."""
+    try:
+        chat = ChatRequest.model_validate(body)
+        return to_openai_request(chat, citation_sources(chat), native_documents=False)
+    except (ValidationError, CohereError):
+        return None
+
+
+VIEWS = {PATH: host.LitellmView("/v1/chat/completions", _as_openai_chat)}
 
 
 def error_response(error: CohereError) -> Response:
