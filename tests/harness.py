@@ -69,6 +69,7 @@ LIMITS: dict[str, dict[str, Any]] = {
     "counting": {"max_budget": 0.00004},  # fits a call of `fake` with max_tokens 7, not a default reservation
     "documents": {"max_budget": 0.007049},  # three and a half answers of $0.002014: 2,000 tokens of documents
     "documents-stream": {"max_budget": 0.007049},  # the same, streamed
+    "busy": {"max_budget": 1.0, "rpm_limit": 100_000},  # far from its limits: admitted in batches
 }
 SOURCES = ("cfg", "store")
 HS_SECRET = "hs256-test-secret-0123456789abcdef"

@@ -15,7 +15,17 @@ from typing import Any
 import pytest
 import redis.asyncio
 
-from plugin.auth.ledger import Admission, Budget, Ledger, Limits, RedisLedger, SqliteLedger, to_dollars, to_nanos
+from plugin.auth.ledger import (
+    Admission,
+    Budget,
+    Ledger,
+    Limits,
+    RedisLedger,
+    SqliteLedger,
+    part_of,
+    to_dollars,
+    to_nanos,
+)
 
 CENT = 10_000_000  # nano-dollars
 
@@ -254,3 +264,65 @@ def test_a_new_sqlite_ledger_uses_small_pages_in_wal_mode(tmp_path: Path) -> Non
     with sqlite3.connect(path) as db:
         assert (db.execute("PRAGMA page_size").fetchone()[0], db.execute("PRAGMA journal_mode").fetchone()[0]) \
             == (PAGE_BYTES, "wal") == (1024, "wal")
+
+
+# --- batches: admissions a process hands out itself ------------------------------------------------------
+
+def batch(requests: tuple[str, int] | None, budget: Budget | None, size: int = 16,
+          tokens: tuple[str, int] | None = None) -> Limits:
+    return Limits(requests=requests, tokens=tokens, budget=budget, batch=size)
+
+
+def test_a_batch_is_granted_only_where_every_limit_has_room_for_a_hundred(store: tuple[str, Any]) -> None:
+    """Room for 100 batches of 16: all 16 counted and reserved as one hold; less room, fewer; none, one."""
+    ledger: Ledger = store[1](Clock())
+
+    async def granted(requests_limit: int, budget_limit: int, tokens: bool = False) -> tuple[int, int, int]:
+        rpm, spend = counter(), counter()
+        admission = await ledger.admit(batch((rpm, requests_limit), Budget(spend, budget_limit, CENT, 60),
+                                             tokens=(counter(), 10**9) if tokens else None))
+        held = (await reserve(ledger, spend, budget_limit, budget_limit)).held  # refused: reads what is held
+        return admission.granted, await ledger.rate_used(rpm), held // CENT
+
+    async def run() -> list[tuple[int, int, int]]:
+        return [await granted(1600, 1600 * CENT), await granted(1600 + 50, 10**6 * CENT),
+                await granted(10**6, 550 * CENT), await granted(150, 10**6 * CENT),
+                await granted(10**6, 10**6 * CENT, tokens=True)]
+
+    assert asyncio.run(run()) == [(16, 16, 16), (16, 16, 16), (5, 5, 5), (1, 1, 1), (1, 1, 1)]
+
+
+def test_a_batchs_calls_settle_their_parts_and_the_rest_is_given_back(store: tuple[str, Any]) -> None:
+    ledger: Ledger = store[1](Clock())
+    rpm, spend = counter(), counter()
+    limit = 10**6 * CENT
+
+    async def held() -> int:
+        return (await reserve(ledger, spend, limit, limit)).held
+
+    async def run() -> list[int]:
+        admission = await ledger.admit(batch((rpm, 10**6), Budget(spend, limit, 3 * CENT, 60), size=4))
+        assert admission.granted == 4 and admission.reservation is not None
+        seen = [await held()]
+        for cost in (CENT, 2 * CENT):  # two calls of the batch end: each frees its own 3 cents
+            await ledger.settle(part_of(admission.reservation, 3 * CENT), cost, [(spend, 3600)])
+            seen.append(await held())
+        await ledger.give_back(admission.reservation, 2 * 3 * CENT, (rpm, admission.counted_at, 2))
+        return [*seen, await held(), await ledger.spent(spend), await ledger.rate_used(rpm)]
+
+    assert asyncio.run(run()) == [12 * CENT, 9 * CENT, 6 * CENT, 0, 3 * CENT, 2]
+
+
+def test_giving_back_requests_of_a_second_gone_by_changes_nothing(store: tuple[str, Any]) -> None:
+    clock = Clock()
+    ledger: Ledger = store[1](clock)
+    rpm = counter()
+
+    async def run() -> list[int]:
+        admission = await ledger.admit(batch((rpm, 10**6), None, size=8))
+        clock.now += 61  # the minute slid past the second they were counted in
+        await ledger.admit(Limits(requests=(rpm, 10**6)))
+        await ledger.give_back(None, 0, (rpm, admission.counted_at, 7))  # not from this second's count
+        return [admission.granted, await ledger.rate_used(rpm)]
+
+    assert asyncio.run(run()) == [8, 1]

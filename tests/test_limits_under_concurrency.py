@@ -3,6 +3,8 @@ no Redis: the SQLite ledger beside the config). Two proxies sharing Redis: tests
 
 from __future__ import annotations
 
+import hashlib
+import sqlite3
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -72,6 +74,28 @@ def test_documents_are_reserved_with_the_messages(proxy: ProxyProcess, fake: Fak
     assert len(fake.requests) == 3
     assert all("word word" in str(request.body["messages"]) for request in fake.requests)  # what was reserved for
     assert settled_spend(proxy.url, token, 3 * 0.002014) == pytest.approx(3 * 0.002014, abs=1e-12)
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_batches_count_exactly_what_was_admitted(proxy: ProxyProcess, fake: FakeUpstream, source: str) -> None:
+    """A key far from its limits is admitted in batches (plugin/auth/allowance.py): once the allowances end,
+    the ledger counts exactly the twenty requests and their spend, and holds nothing."""
+    fake.script(*[Reply(delay=0.2)] * 20)
+    token = virtual_key(source, "busy")
+    assert Counter(r.status_code for r in all_at_once(proxy.url, token)) == {200: 20}
+    counter = f"mpilot:nanos:key:{hashlib.sha256(token.encode()).hexdigest()}"
+    ledger = proxy.workdir / ".mpilot-ledger.sqlite3"
+
+    def read(query: str, *more: object) -> Any:
+        with sqlite3.connect(ledger, timeout=5) as db:
+            return db.execute(query, (counter, *more)).fetchone()[0]
+
+    deadline = time.monotonic() + 10
+    while read("SELECT COUNT(*) FROM holds WHERE counter = ? AND expires_at > ?", time.time()):
+        assert time.monotonic() < deadline, "the batches' holds were not given back"
+        time.sleep(0.1)
+    assert read("SELECT value FROM counters WHERE name = ?") == 20 * 25_000
+    assert read("SELECT SUM(amount) FROM rate WHERE counter = replace(?, 'nanos', 'rpm')") == 20
 
 
 @pytest.mark.parametrize("source", SOURCES)

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from plugin import host
-from plugin.auth.hook import BOUND_ROOM, MPilotAuth
+from plugin.auth.hook import BOUND_ROOM, MPilotAuth, Refused
 from plugin.auth.ledger import SqliteLedger
 from plugin.host.cost import text_token_bound
 
@@ -136,12 +136,14 @@ class Lookups:
             monkeypatch.setattr(host, name, stub)
 
 
-def hook(tmp_path: Path, budget_nanos: int, rpm: int | None = None) -> MPilotAuth:
+def hook(tmp_path: Path, budget_nanos: int, rpm: int | None = None, batch: int = 1) -> MPilotAuth:
+    """The hook on a SQLite ledger; one admission per step unless `batch` (tests/test_allowance.py)."""
     entry: dict[str, Any] = {"key": KEY, "max_budget": budget_nanos / 1e9}
     if rpm is not None:
         entry["rpm_limit"] = rpm
     auth = MPilotAuth({"virtual_keys": [entry]})
     auth._ledger = SqliteLedger(tmp_path / "ledger.sqlite3")
+    auth.batch = batch
     return auth
 
 
@@ -201,3 +203,18 @@ def test_a_bound_that_no_longer_fits_falls_back_to_litellms_estimate(tmp_path: P
     assert held(tmp_path) == [ESTIMATE, ESTIMATE]
     with sqlite3.connect(tmp_path / "ledger.sqlite3") as db:
         assert db.execute("SELECT SUM(amount) FROM rate").fetchone()[0] == 2  # two requests, not three
+
+
+def test_a_refusal_names_the_estimate_it_was_refused_for(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bound refused, then LiteLLM's estimate too: the 402 says what the estimate needed, not the bound."""
+    Lookups(monkeypatch)
+    auth = hook(tmp_path, budget_nanos=10 * BOUND_ROOM * BOUND, rpm=5)
+    admit_times(auth, 1)
+    key = auth.keys[next(iter(auth.keys))]
+    counter = key.spend_counter(datetime.now(UTC))
+    spender = SqliteLedger(tmp_path / "ledger.sqlite3")
+    asyncio.run(spender.settle(None, 10 * BOUND_ROOM * BOUND - ESTIMATE - ESTIMATE // 2, [(counter, 3600)]))
+    with pytest.raises(Refused) as refusal:
+        admit_times(auth, 1)
+    assert refusal.value.status == 402
+    assert "may cost up to $0.000001:" in refusal.value.message, refusal.value.message

@@ -101,6 +101,29 @@ def test_twenty_at_once_across_two_proxies(pair: tuple[ProxyProcess, ProxyProces
     assert rpm == {200: 5, 429: 15}, rpm
 
 
+@pytest.mark.parametrize("source", ["cfg", "store"])
+def test_batches_count_exactly_what_was_admitted(pair: tuple[ProxyProcess, ProxyProcess], fake: FakeUpstream,
+                                                 redis_port: int, source: str) -> None:
+    """A key far from its limits is admitted in batches on each proxy: once their allowances end, Redis
+    counts exactly the twenty requests, their spend, and holds nothing."""
+    fake.script(*[Reply(delay=0.2)] * 20)
+    token = virtual_key(source, "busy")
+    assert Counter(r.status_code for r in on_both(pair, token)) == {200: 20}
+    key_id = hashlib.sha256(token.encode()).hexdigest()
+
+    def redis(*command: str) -> str:
+        return subprocess.run(["redis-cli", "-p", str(redis_port), *command], capture_output=True, text=True,
+                              check=True).stdout.strip()
+
+    deadline = time.monotonic() + 10
+    while redis("HLEN", f"mpilot:nanos:key:{key_id}:holds") != "0":  # a second after the last batch
+        assert time.monotonic() < deadline, redis("HGETALL", f"mpilot:nanos:key:{key_id}:holds")
+        time.sleep(0.1)
+    assert int(redis("GET", f"mpilot:nanos:key:{key_id}")) == 20 * 25_000
+    counted = redis("HVALS", f"mpilot:rpm:key:{key_id}").split()
+    assert sum(int(n) for n in counted) == 20, counted
+
+
 def on_both(pair: tuple[ProxyProcess, ProxyProcess], token: str, **body: object) -> list[httpx.Response]:
     urls = [pair[n % 2].url for n in range(20)]
     with ThreadPoolExecutor(20) as pool:

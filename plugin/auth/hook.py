@@ -25,6 +25,7 @@ from fastapi import Request
 
 from .. import host
 from ..cohere.errors import redact
+from .allowance import BATCH, Allowances
 from .keys import KEY_PREFIX, VirtualKey, config_keys, key_id_of, limit_settings
 from .ledger import Admission, Budget, Ledger, Limits, to_dollars, to_nanos
 from .tokens import MPilotJwtVerifier, TokenRejected, jwt_settings, looks_like_jwt
@@ -44,6 +45,8 @@ class Refused(Exception):
 
 
 class MPilotAuth:
+    batch = BATCH  # admissions asked of the ledger in one step, where it has room (see `allowance`)
+
     def __init__(self, settings: dict[str, Any]) -> None:
         self.jwt = jwt_settings(settings.get("jwt"))
         self.verifier = MPilotJwtVerifier(self.jwt)
@@ -52,6 +55,7 @@ class MPilotAuth:
         self._ledger: Ledger | None = None
         # budget counter -> what this process last saw left of it, and the reservation it last made there
         self._room: dict[str, tuple[int, int]] = {}
+        self.allowances = Allowances()
 
     def ledger(self) -> Ledger:
         """Where limits are counted: Redis when the proxy has one (every proxy shares it), else the
@@ -125,16 +129,14 @@ class MPilotAuth:
             spent_elsewhere = 0 if self.tracks_spend(key) else to_nanos(await host.litellm_key_spend(key))
             budget = Budget(counter, to_nanos(key.max_budget), estimate, self.limits.reservation_ttl_seconds,
                             spent_elsewhere)
+        # A batch of admissions, where the ledger alone keeps the key's spend (see `allowance`).
         limits = Limits(requests=(key.requests_counter, key.rpm_limit) if key.rpm_limit is not None else None,
                         tokens=(key.tokens_counter, key.tpm_limit) if key.tpm_limit is not None else None,
-                        budget=budget)
-        admission = await self.ledger().admit(limits)
-        if admission.refused_by == "budget" and budget is not None and not estimated:
-            # The bound did not fit (another process spent meanwhile): LiteLLM's own estimate may.
-            budget = replace(budget, amount=await self.estimate(key, request, models))
-            admission = await self.ledger().admit(replace(limits, budget=budget))
-        if budget is not None:
-            self._remember_room(budget, admission)
+                        budget=budget, batch=self.batch if budget is None or self.tracks_spend(key) else 1)
+        admission = self.allowances.take(limits)
+        if admission is None:
+            await self.allowances.end(limits, self.ledger())
+            admission, limits = await self._admit(limits, key, request, models, estimated)
         if admission.refused_by == "requests":
             raise Refused(429, f"virtual key {key.display_id} has reached its limit of {key.rpm_limit} requests "
                                f"per minute; retry in {admission.retry_after} s",
@@ -143,9 +145,24 @@ class MPilotAuth:
             raise Refused(429, f"virtual key {key.display_id} has used {admission.used} of its {key.tpm_limit} "
                                f"tokens per minute; retry in {admission.retry_after} s",
                           headers={"retry-after": str(admission.retry_after)})
-        if admission.refused_by == "budget" and budget is not None:
-            raise Refused(402, _budget_refusal(key, budget, admission))
+        if admission.refused_by == "budget" and limits.budget is not None:
+            raise Refused(402, _budget_refusal(key, limits.budget, admission))
         return host.with_reservation(caller, admission.reservation)
+
+    async def _admit(self, limits: Limits, key: VirtualKey, request: Request, models: list[str],
+                     estimated: bool) -> tuple[Admission, Limits]:
+        """A step of the ledger for `limits`, and the limits it took (a refused bound is retried with
+        LiteLLM's estimate); a batch it grants is kept as an allowance."""
+        admission = await self.ledger().admit(limits)
+        budget = limits.budget
+        if admission.refused_by == "budget" and budget is not None and not estimated:
+            # The bound did not fit (another process spent meanwhile): LiteLLM's own estimate may.
+            budget = replace(budget, amount=await self.estimate(key, request, models))
+            limits = replace(limits, budget=budget)
+            admission = await self.ledger().admit(limits)
+        if budget is not None:
+            self._remember_room(budget, admission)
+        return self.allowances.keep(limits, admission, self.ledger()), limits
 
     async def reservation(self, key: VirtualKey, counter: str, request: Request, models: list[str]) -> tuple[int, bool]:
         """What to reserve of a key's budget for a call, and whether it is LiteLLM's own estimate (input tokens
@@ -170,7 +187,7 @@ class MPilotAuth:
             return  # refused by a rate limit before the budget was read
         if len(self._room) >= ROOMS_KEPT and budget.counter not in self._room:
             self._room.clear()
-        taken = budget.amount if admission.refused_by is None else 0
+        taken = budget.amount * admission.granted if admission.refused_by is None else 0
         self._room[budget.counter] = (budget.limit - admission.spent - admission.held - taken, budget.amount)
 
     def tracks_spend(self, key: VirtualKey) -> bool:

@@ -6,6 +6,11 @@ limit that holds one request at a time holds at 20 at once.
 Money is counted in integer nano-dollars, never as float sums: ten answers of $0.025 are exactly
 $0.25. A reservation expires by itself (`ttl`), so a proxy that dies mid-call does not hold a key's
 budget forever. Pure apart from its two stores; knows nothing of LiteLLM.
+
+A step may admit a batch of requests at once (`Limits.batch`), for a process to hand out itself without a
+round trip to the store, only where every limit has room for `BATCH_ROOM` batches: their requests are
+counted and their cost reserved as one hold, which each call settles its part of (`part_of`), and what the
+process did not hand out it gives back (`give_back`).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ PURGE_EVERY_SECONDS = 1.0  # SQLite: how often one process deletes what has expi
 # SQLite: each step writes the pages it changed to the write-ahead log, a few rows each; 1 KiB pages
 # instead of 4 KiB make a step ~30% cheaper (an admission and its settlement: ~180 -> ~130 us here)
 PAGE_BYTES = 1024
+BATCH_ROOM = 100  # a batch of admissions is granted only where every limit has room for this many of it
 
 
 def to_nanos(dollars: float | int | str | Decimal) -> int:
@@ -60,6 +66,7 @@ class Limits:
     requests: tuple[str, int] | None = None
     tokens: tuple[str, int] | None = None
     budget: Budget | None = None
+    batch: int = 1  # admit up to this many requests (each reserving `budget.amount`), see `BATCH_ROOM`
 
 
 Refusal = Literal["requests", "tokens", "budget"]
@@ -73,6 +80,8 @@ class Admission:
     spent: int = 0  # the budget counter's spend (spent elsewhere included) before this request
     held: int = 0  # what calls in flight had reserved before this request
     reservation: str | None = None  # what `settle` takes back; None when nothing was reserved
+    granted: int = 1  # requests admitted (a batch: their reservations are one hold, of granted x amount)
+    counted_at: int = 0  # the second the requests were counted in, for `give_back`
 
     @property
     def admitted(self) -> bool:
@@ -88,7 +97,13 @@ class Ledger(Protocol):
         ...
 
     async def settle(self, reservation: str | None, amount: int, counters: Sequence[tuple[str, int]]) -> None:
-        """Drop `reservation` (if still held) and add `amount` to each (counter, ttl seconds): one atomic step."""
+        """Drop `reservation` (if still held; a `part_of` one: that part of its hold) and add `amount` to each
+        (counter, ttl seconds): one atomic step."""
+        ...
+
+    async def give_back(self, reservation: str | None, nanos: int, requests: tuple[str, int, int] | None) -> None:
+        """What a batch's process did not hand out: `nanos` of its hold, and (counter, second, count)
+        requests counted in that second, where they are still counted. One atomic step."""
         ...
 
     async def spent(self, counter: str) -> int: ...
@@ -103,7 +118,19 @@ def _reservation_id(counter: str) -> str:
 
 
 def _held_counter(reservation: str) -> str:
-    return reservation.split("@", 1)[1]
+    return _split_part(reservation)[0].split("@", 1)[1]
+
+
+def part_of(reservation: str, nanos: int) -> str:
+    """The reservation of one call of a batch: `nanos` of the batch's hold, which `settle` takes back."""
+    return f"{reservation}#{nanos}"
+
+
+def _split_part(reservation: str) -> tuple[str, int | None]:
+    """(the hold's id, the part of it, or None for all of it). Hold ids are `hex@counter`, counters are
+    the plugin's names (hex key ids): no `#` in them."""
+    hold, sep, part = reservation.rpartition("#")
+    return (hold, int(part)) if sep and part.isdigit() else (reservation, None)
 
 
 def _retry_after(oldest_second: int | None, now: float) -> int:
@@ -184,6 +211,9 @@ class SqliteLedger:
     async def settle(self, reservation: str | None, amount: int, counters: Sequence[tuple[str, int]]) -> None:
         await self._run(_sqlite_settle, reservation, amount, tuple(counters))
 
+    async def give_back(self, reservation: str | None, nanos: int, requests: tuple[str, int, int] | None) -> None:
+        await self._run(_sqlite_give_back, reservation, nanos, requests)
+
     async def spent(self, counter: str) -> int:
         return await self._run(_sqlite_spent, counter)
 
@@ -209,11 +239,14 @@ def _sqlite_purge(db: sqlite3.Connection, now: float) -> None:
 def _sqlite_admit(db: sqlite3.Connection, now: float, limits: Limits) -> Admission:
     rates: tuple[tuple[Refusal, tuple[str, int] | None], ...] = (("requests", limits.requests),
                                                                    ("tokens", limits.tokens))
+    requests_used = 0
     for refusal, rate in rates:
         if rate is not None:
             used, oldest = _sqlite_rate_window(db, now, rate[0])
             if used >= rate[1]:
                 return Admission(refusal, used=used, retry_after=_retry_after(oldest, now))
+            if refusal == "requests":
+                requests_used = used
     spent = held = 0
     reservation = None
     budget = limits.budget
@@ -225,19 +258,35 @@ def _sqlite_admit(db: sqlite3.Connection, now: float, limits: Limits) -> Admissi
         spent, held = int(spent) + budget.spent_elsewhere, int(held)
         if spent + held >= budget.limit or spent + held + budget.amount > budget.limit:
             return Admission("budget", spent=spent, held=held)
-        if budget.amount > 0:
-            reservation = _reservation_id(budget.counter)
-            db.execute("INSERT INTO holds (id, counter, nanos, expires_at) VALUES (?, ?, ?, ?)",
-                       (reservation, budget.counter, budget.amount, now + budget.ttl))
+    granted = _granted(limits, requests_used, spent + held)
+    if budget is not None and budget.amount > 0:
+        reservation = _reservation_id(budget.counter)
+        db.execute("INSERT INTO holds (id, counter, nanos, expires_at) VALUES (?, ?, ?, ?)",
+                   (reservation, budget.counter, granted * budget.amount, now + budget.ttl))
     if limits.requests is not None:
-        _sqlite_add_to_rate(db, now, limits.requests[0], 1)
-    return Admission(None, spent=spent, held=held, reservation=reservation)
+        _sqlite_add_to_rate(db, now, limits.requests[0], granted)
+    return Admission(None, spent=spent, held=held, reservation=reservation, granted=granted, counted_at=int(now))
+
+
+def _granted(limits: Limits, requests_used: int, committed: int) -> int:
+    """How many requests one step admits: `limits.batch` where every limit has room for `BATCH_ROOM` such
+    batches (none with a tokens limit, whose use is known only after the calls), else one."""
+    if limits.batch <= 1 or limits.tokens is not None:
+        return 1
+    granted = limits.batch
+    if limits.requests is not None:
+        granted = min(granted, (limits.requests[1] - requests_used) // BATCH_ROOM)
+    budget = limits.budget
+    if budget is not None and budget.amount > 0:
+        granted = min(granted, (budget.limit - committed) // (BATCH_ROOM * budget.amount))
+    return max(granted, 1)
 
 
 def _sqlite_settle(db: sqlite3.Connection, now: float, reservation: str | None, amount: int,
                    counters: tuple[tuple[str, int], ...]) -> None:
     if reservation is not None:
-        db.execute("DELETE FROM holds WHERE id = ?", (reservation,))
+        hold, part = _split_part(reservation)
+        _sqlite_take_from_hold(db, hold, part)
     if amount <= 0:
         return
     for name, ttl in counters:  # a counter that has expired starts again from this amount
@@ -245,6 +294,24 @@ def _sqlite_settle(db: sqlite3.Connection, now: float, reservation: str | None, 
                    "SET value = CASE WHEN expires_at <= ?4 THEN excluded.value ELSE value + excluded.value END, "
                    "expires_at = CASE WHEN expires_at <= ?4 THEN excluded.expires_at "
                    "ELSE MAX(expires_at, excluded.expires_at) END", (name, amount, now + ttl, now))
+
+
+def _sqlite_take_from_hold(db: sqlite3.Connection, hold: str, part: int | None) -> None:
+    if part is not None:
+        db.execute("UPDATE holds SET nanos = nanos - ? WHERE id = ?", (part, hold))
+        db.execute("DELETE FROM holds WHERE id = ? AND nanos <= 0", (hold,))
+    else:
+        db.execute("DELETE FROM holds WHERE id = ?", (hold,))
+
+
+def _sqlite_give_back(db: sqlite3.Connection, now: float, reservation: str | None, nanos: int,
+                      requests: tuple[str, int, int] | None) -> None:
+    if reservation is not None and nanos > 0:
+        _sqlite_take_from_hold(db, _split_part(reservation)[0], nanos)
+    if requests is not None and requests[2] > 0:
+        counter, second, count = requests
+        db.execute("UPDATE rate SET amount = amount - ? WHERE counter = ? AND second = ?", (count, counter, second))
+        db.execute("DELETE FROM rate WHERE counter = ? AND second = ? AND amount <= 0", (counter, second))
 
 
 def _sqlite_rate_window(db: sqlite3.Connection, now: float, counter: str) -> tuple[int, int | None]:
@@ -284,17 +351,36 @@ local function window(key, now, length)
 end
 """
 
+# Takes `part` nanos from the hold `id` of the holds hash `holds` ('' : the whole hold); a hold is
+# "nanos:expires_at", dropped when nothing is left of it.
+_TAKE_FROM_HOLD = """
+local function take_from_hold(holds, id, part)
+  if part == '' then redis.call('HDEL', holds, id) return end
+  local hold = redis.call('HGET', holds, id)
+  if not hold then return end
+  local sep = string.find(hold, ':', 1, true)
+  local left = tonumber(string.sub(hold, 1, sep - 1)) - tonumber(part)
+  if left > 0 then
+    redis.call('HSET', holds, id, string.format('%.0f', left) .. string.sub(hold, sep))
+  else
+    redis.call('HDEL', holds, id)
+  end
+end
+"""
+
 # KEYS: requests hash, tokens hash, spend counter, holds hash (unused ones are named but not touched).
 # ARGV: now, window, requests limit, tokens limit, budget (each -1 when absent), amount, ttl, id,
-# spent elsewhere. A hold is "nanos:expires_at"; expired holds are dropped on the way. Numbers are Lua
-# doubles: exact up to 2^53 nano-dollars (about $9 million) per counter.
+# spent elsewhere, batch, batch room. A hold is "nanos:expires_at"; expired holds are dropped on the way.
+# Numbers are Lua doubles: exact up to 2^53 nano-dollars (about $9 million) per counter.
 _ADMIT = _RATE_WINDOW + """
 local now, length = tonumber(ARGV[1]), tonumber(ARGV[2])
 local limits = {tonumber(ARGV[3]), tonumber(ARGV[4])}
+local requests_used = 0
 for i = 1, 2 do
   if limits[i] >= 0 then
     local used, oldest = window(KEYS[i], now, length)
-    if used >= limits[i] then return {i, used, oldest, 0, 0} end
+    if used >= limits[i] then return {i, used, oldest, 0, 0, 0} end
+    if i == 1 then requests_used = used end
   end
 end
 local budget, amount, ttl = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
@@ -310,28 +396,47 @@ if budget >= 0 then
       held = held + tonumber(string.sub(entries[i + 1], 1, sep - 1))
     end
   end
-  if spent + held >= budget or spent + held + amount > budget then return {3, 0, -1, spent, held} end
-  if amount > 0 then
-    redis.call('HSET', KEYS[4], ARGV[8], ARGV[6] .. ':' .. tostring(now + ttl))
-    if redis.call('TTL', KEYS[4]) < ttl then redis.call('EXPIRE', KEYS[4], ttl + 1) end
+  if spent + held >= budget or spent + held + amount > budget then return {3, 0, -1, spent, held, 0} end
+end
+local granted, room = tonumber(ARGV[10]), tonumber(ARGV[11])
+if granted > 1 and limits[2] < 0 then
+  if limits[1] >= 0 then granted = math.min(granted, math.floor((limits[1] - requests_used) / room)) end
+  if budget >= 0 and amount > 0 then
+    granted = math.min(granted, math.floor((budget - spent - held) / (room * amount)))
   end
 end
+if granted < 1 or limits[2] >= 0 then granted = 1 end
+if budget >= 0 and amount > 0 then
+  redis.call('HSET', KEYS[4], ARGV[8], string.format('%.0f', granted * amount) .. ':' .. tostring(now + ttl))
+  if redis.call('TTL', KEYS[4]) < ttl then redis.call('EXPIRE', KEYS[4], ttl + 1) end
+end
 if limits[1] >= 0 then
-  redis.call('HINCRBY', KEYS[1], tostring(math.floor(now)), 1)
+  redis.call('HINCRBY', KEYS[1], tostring(math.floor(now)), granted)
   redis.call('EXPIRE', KEYS[1], length + 2)
 end
-return {0, 0, -1, spent, held}
+return {0, 0, -1, spent, held, granted}
 """
 
-# KEYS: holds hash (or ''), counters... ARGV: reservation id (or ''), amount, ttl of each counter...
-_SETTLE = """
-if ARGV[1] ~= '' then redis.call('HDEL', KEYS[1], ARGV[1]) end
-local amount = tonumber(ARGV[2])
+# KEYS: holds hash (or ''), counters... ARGV: reservation id (or ''), part ('' : all of it), amount,
+# ttl of each counter...
+_SETTLE = _TAKE_FROM_HOLD + """
+if ARGV[1] ~= '' then take_from_hold(KEYS[1], ARGV[1], ARGV[2]) end
+local amount = tonumber(ARGV[3])
 if amount <= 0 then return 0 end
 for i = 2, #KEYS do
   redis.call('INCRBY', KEYS[i], amount)
-  local ttl = tonumber(ARGV[i + 1])
+  local ttl = tonumber(ARGV[i + 2])
   if redis.call('TTL', KEYS[i]) < ttl then redis.call('EXPIRE', KEYS[i], ttl) end
+end
+return 1
+"""
+
+# KEYS: holds hash (or ''), requests hash (or ''). ARGV: reservation id (or ''), nanos, second, count.
+_GIVE_BACK = _TAKE_FROM_HOLD + """
+if ARGV[1] ~= '' and tonumber(ARGV[2]) > 0 then take_from_hold(KEYS[1], ARGV[1], ARGV[2]) end
+local count = tonumber(ARGV[4])
+if KEYS[2] ~= '' and count > 0 and redis.call('HEXISTS', KEYS[2], ARGV[3]) == 1 then
+  if redis.call('HINCRBY', KEYS[2], ARGV[3], -count) <= 0 then redis.call('HDEL', KEYS[2], ARGV[3]) end
 end
 return 1
 """
@@ -361,6 +466,7 @@ class RedisLedger:
         self._clock = clock
         self._admit = client.register_script(_ADMIT)
         self._settle = client.register_script(_SETTLE)
+        self._give_back = client.register_script(_GIVE_BACK)
         self._rate = client.register_script(_RATE)
 
     async def admit(self, limits: Limits) -> Admission:
@@ -369,24 +475,35 @@ class RedisLedger:
         reservation = _reservation_id(budget.counter) if budget is not None and budget.amount > 0 else None
         spend = budget.counter if budget is not None else "mpilot:none"
         requests, tokens = limits.requests or ("mpilot:none", -1), limits.tokens or ("mpilot:none", -1)
-        refusal, used, oldest, spent, held = await self._admit(
+        refusal, used, oldest, spent, held, granted = await self._admit(
             keys=[requests[0], tokens[0], spend, _holds_of(spend)],
             args=[repr(now), RATE_WINDOW_SECONDS, requests[1], tokens[1], budget.limit if budget else -1,
                   budget.amount if budget else 0, budget.ttl if budget else 0, reservation or "",
-                  budget.spent_elsewhere if budget else 0])
+                  budget.spent_elsewhere if budget else 0, limits.batch, BATCH_ROOM])
         refused_by = _REFUSALS[int(refusal)]
         if refused_by in ("requests", "tokens"):
             return Admission(refused_by, used=int(used),
                              retry_after=_retry_after(None if int(oldest) < 0 else int(oldest), now))
-        return Admission(refused_by, spent=int(spent), held=int(held),
-                         reservation=reservation if refused_by is None else None)
+        if refused_by is not None:
+            return Admission(refused_by, spent=int(spent), held=int(held))
+        return Admission(None, spent=int(spent), held=int(held), reservation=reservation, granted=int(granted),
+                         counted_at=math.floor(now))
 
     async def settle(self, reservation: str | None, amount: int, counters: Sequence[tuple[str, int]]) -> None:
         if reservation is None and (amount <= 0 or not counters):
             return
         holds = _holds_of(_held_counter(reservation) if reservation else counters[0][0])
+        hold, part = _split_part(reservation) if reservation else ("", None)
         await self._settle(keys=[holds, *(name for name, _ in counters)],
-                           args=[reservation or "", amount, *(ttl for _, ttl in counters)])
+                           args=[hold, "" if part is None else part, amount, *(ttl for _, ttl in counters)])
+
+    async def give_back(self, reservation: str | None, nanos: int, requests: tuple[str, int, int] | None) -> None:
+        hold = _split_part(reservation)[0] if reservation and nanos > 0 else None
+        if hold is None and (requests is None or requests[2] <= 0):
+            return
+        counter, second, count = requests or ("", 0, 0)
+        await self._give_back(keys=[_holds_of(_held_counter(hold)) if hold else "", counter],
+                              args=[hold or "", nanos, second, count])
 
     async def spent(self, counter: str) -> int:
         return int(await self._client.get(counter) or 0)

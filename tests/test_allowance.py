@@ -1,0 +1,126 @@
+"""Allowances: the auth hook takes a batch of admissions from the ledger in one step for a busy key far
+from its limits, hands them out itself, and gives back what it did not hand out. Against the hook on the
+SQLite ledger, the proxy's lookups stubbed (tests/test_reservation_bound.py); the ledger's side in both
+stores: tests/test_ledger.py; through real proxies: test_limits_under_concurrency, test_shared_redis."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from plugin import host
+from plugin.auth import allowance
+from plugin.auth.hook import MPilotAuth
+from plugin.auth.ledger import BATCH_ROOM
+
+from .test_reservation_bound import BOUND, ESTIMATE, Lookups, held, hook
+
+BATCH = 4
+
+
+class Steps:
+    """Counts the ledger's admission steps."""
+
+    def __init__(self, auth: MPilotAuth) -> None:
+        self.count = 0
+        ledger = auth.ledger()
+        admit = ledger.admit
+
+        async def counted(limits: Any) -> Any:
+            self.count += 1
+            return await admit(limits)
+
+        ledger.admit = counted  # type: ignore[method-assign]
+
+
+def rate(tmp_path: Path) -> int:
+    with sqlite3.connect(tmp_path / "ledger.sqlite3") as db:
+        return int(db.execute("SELECT COALESCE(SUM(amount), 0) FROM rate").fetchone()[0])
+
+
+async def admit(auth: MPilotAuth, times: int) -> list[str | None]:
+    """The reservations of `times` admissions in a row."""
+    key = auth.keys[next(iter(auth.keys))]
+    callers = [await auth.admit(key, request=None) for _ in range(times)]  # type: ignore[arg-type]
+    return [host.reservation_of(caller) for caller in callers]
+
+
+@pytest.fixture
+def quick(monkeypatch: pytest.MonkeyPatch) -> float:
+    monkeypatch.setattr(allowance, "ALLOWANCE_SECONDS", 0.2)
+    return 0.2
+
+
+def test_far_from_every_limit_a_batch_is_one_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  quick: float) -> None:
+    """Three admissions, one step: one hold of 4 x the call's reservation, four requests counted; each call
+    holds its own part of it."""
+    Lookups(monkeypatch, bound=None)
+    auth = hook(tmp_path, budget_nanos=10 * BATCH_ROOM * BATCH * BOUND, rpm=10 * BATCH_ROOM * BATCH, batch=BATCH)
+    steps = Steps(auth)
+
+    async def run() -> list[str | None]:
+        return await admit(auth, 3)
+
+    reservations = asyncio.run(run())
+    assert steps.count == 1
+    assert held(tmp_path) == [BATCH * ESTIMATE] and rate(tmp_path) == BATCH
+    assert [r.rpartition("#")[2] for r in reservations] == [str(ESTIMATE)] * 3  # type: ignore[union-attr]
+    assert len({r.rpartition("#")[0] for r in reservations}) == 1  # type: ignore[union-attr]
+
+
+def test_what_a_batch_did_not_hand_out_goes_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 quick: float) -> None:
+    """Two of four handed out and settled: once the allowance ends, nothing is held and two requests count."""
+    Lookups(monkeypatch, bound=None)
+    auth = hook(tmp_path, budget_nanos=10 * BATCH_ROOM * BATCH * BOUND, rpm=10 * BATCH_ROOM * BATCH, batch=BATCH)
+
+    async def run() -> tuple[list[int], int, list[int], int]:
+        reservations = await admit(auth, 2)
+        for reservation in reservations:
+            await auth.settle(None, reservation, 0.0, 0)
+        during = held(tmp_path), rate(tmp_path)
+        await asyncio.sleep(quick + 0.1)
+        await asyncio.sleep(0.05)  # the give-back's task
+        return during[0], during[1], held(tmp_path), rate(tmp_path)
+
+    assert asyncio.run(run()) == ([2 * ESTIMATE], BATCH, [], 2)
+
+
+def test_a_request_the_allowance_cannot_cover_takes_a_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           quick: float) -> None:
+    """After the first call (LiteLLM's estimate, 1,000) the batch holds 3,000 more; a bound (4,000) does not
+    fit in it: a new step, a new batch of 4 bounds, and the first batch's 3,000 go back."""
+    Lookups(monkeypatch)
+    auth = hook(tmp_path, budget_nanos=10 * BATCH_ROOM * BATCH * BOUND, rpm=10 * BATCH_ROOM * BATCH, batch=BATCH)
+    steps = Steps(auth)
+
+    async def run() -> None:
+        await admit(auth, 2)
+        await asyncio.sleep(0.05)  # the give-back's task
+
+    asyncio.run(run())
+    assert steps.count == 2
+    assert held(tmp_path) == [ESTIMATE, BATCH * BOUND]  # the first call's part, the second batch
+    assert rate(tmp_path) == 1 + BATCH  # the first batch's three unused requests given back
+
+
+@pytest.mark.parametrize("room_for", [2 * BATCH_ROOM - 1, None])
+def test_near_a_limit_or_with_a_tokens_limit_every_request_is_a_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                     quick: float, room_for: int | None) -> None:
+    """Room for fewer than BATCH_ROOM batches of two requests, or a tpm limit (tokens are known only after
+    a call): each admission is its own step, and counts one request."""
+    Lookups(monkeypatch, bound=None)
+    auth = hook(tmp_path, budget_nanos=10 * BATCH_ROOM * BATCH * BOUND, rpm=room_for or 10**6, batch=BATCH)
+    if room_for is None:
+        key_id = next(iter(auth.keys))
+        auth.keys[key_id] = replace(auth.keys[key_id], tpm_limit=10**9)
+    steps = Steps(auth)
+    asyncio.run(admit(auth, 3))
+    assert steps.count == 3
+    assert held(tmp_path) == [ESTIMATE] * 3 and rate(tmp_path) == 3
