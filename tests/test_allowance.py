@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +71,7 @@ def test_far_from_every_limit_a_batch_is_one_step(tmp_path: Path, monkeypatch: p
     reservations = asyncio.run(run())
     assert steps.count == 1
     assert held(tmp_path) == [BATCH * ESTIMATE] and rate(tmp_path) == BATCH
-    assert [r.rpartition("#")[2] for r in reservations] == [str(ESTIMATE)] * 3  # type: ignore[union-attr]
+    assert [r.rpartition("#")[2] for r in reservations] == [f"{n}:{ESTIMATE}" for n in range(3)]  # type: ignore[union-attr]
     assert len({r.rpartition("#")[0] for r in reservations}) == 1  # type: ignore[union-attr]
 
 
@@ -124,3 +125,23 @@ def test_near_a_limit_or_with_a_tokens_limit_every_request_is_a_step(tmp_path: P
     asyncio.run(admit(auth, 3))
     assert steps.count == 3
     assert held(tmp_path) == [ESTIMATE] * 3 and rate(tmp_path) == 3
+
+
+def test_a_calls_end_seen_twice_frees_its_part_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    quick: float) -> None:
+    """A failed call's end reaches LiteLLM's failure hook and its failure log, and the route may release it
+    too: its part of the batch's hold is taken back once, or the other calls in flight would lose theirs.
+    A cost seen after a release still counts."""
+    Lookups(monkeypatch, bound=None)
+    auth = hook(tmp_path, budget_nanos=10 * BATCH_ROOM * BATCH * BOUND, rpm=10 * BATCH_ROOM * BATCH, batch=BATCH)
+    key_id = next(iter(auth.keys))
+
+    async def run() -> tuple[list[int], int]:
+        first, second = await admit(auth, 2)
+        await auth.release(first)
+        await auth.release(first)
+        await auth.settle(key_id, first, 0.000003, 0)  # a late success log of the same call: its cost only
+        spent = await auth.ledger().spent(auth.keys[key_id].spend_counter(datetime.now(UTC)))
+        return held(tmp_path), spent
+
+    assert asyncio.run(run()) == ([(BATCH - 1) * ESTIMATE], 3_000)

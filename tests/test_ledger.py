@@ -304,8 +304,8 @@ def test_a_batchs_calls_settle_their_parts_and_the_rest_is_given_back(store: tup
         admission = await ledger.admit(batch((rpm, 10**6), Budget(spend, limit, 3 * CENT, 60), size=4))
         assert admission.granted == 4 and admission.reservation is not None
         seen = [await held()]
-        for cost in (CENT, 2 * CENT):  # two calls of the batch end: each frees its own 3 cents
-            await ledger.settle(part_of(admission.reservation, 3 * CENT), cost, [(spend, 3600)])
+        for serial, cost in enumerate((CENT, 2 * CENT)):  # two calls of the batch end: each frees its 3 cents
+            await ledger.settle(part_of(admission.reservation, 3 * CENT, serial), cost, [(spend, 3600)])
             seen.append(await held())
         await ledger.give_back(admission.reservation, 2 * 3 * CENT, (rpm, admission.counted_at, 2))
         return [*seen, await held(), await ledger.spent(spend), await ledger.rate_used(rpm)]

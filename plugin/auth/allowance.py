@@ -35,6 +35,7 @@ class Allowance:
     requests_left: int
     nanos_left: int
     ends: float  # event loop time
+    handed: int = 1  # calls it was taken for, the one whose step granted it included
 
 
 class Allowances:
@@ -56,7 +57,9 @@ class Allowances:
             return None
         allowance.requests_left -= 1
         allowance.nanos_left -= amount
-        reservation = part_of(allowance.reservation, amount) if allowance.reservation and amount > 0 else None
+        allowance.handed += 1
+        reservation = part_of(allowance.reservation, amount, allowance.handed - 1) \
+            if allowance.reservation and amount > 0 else None
         return Admission(None, reservation=reservation)
 
     def keep(self, limits: Limits, admission: Admission, ledger: Ledger) -> Admission:
@@ -76,7 +79,7 @@ class Allowances:
         if replaced is not None:
             self._give_back(replaced, ledger)
         loop.call_later(ALLOWANCE_SECONDS, self._end, slot, allowance, ledger)
-        own = part_of(admission.reservation, amount) if admission.reservation and amount > 0 else None
+        own = part_of(admission.reservation, amount, 0) if admission.reservation and amount > 0 else None
         return replace(admission, reservation=own)
 
     async def end(self, limits: Limits, ledger: Ledger) -> None:

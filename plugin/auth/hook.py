@@ -15,6 +15,7 @@ plugin's ledger. Messages name the key by its id prefix, never the key or token.
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -34,6 +35,7 @@ log = logging.getLogger("mpilot.auth")
 KEY_INFO_PATH = "/mpilot/key/info"
 BOUND_ROOM = 100  # a bound is reserved while a budget has room for this many such reservations
 ROOMS_KEPT = 10_000  # budgets (of a key, in a window) whose room this process remembers
+FINISHED_KEPT = 10_000  # reservations whose end this process remembers
 
 
 class Refused(Exception):
@@ -56,6 +58,7 @@ class MPilotAuth:
         # budget counter -> what this process last saw left of it, and the reservation it last made there
         self._room: dict[str, tuple[int, int]] = {}
         self.allowances = Allowances()
+        self._finished: OrderedDict[str, None] = OrderedDict()  # reservations settled or released here
 
     def ledger(self) -> Ledger:
         """Where limits are counted: Redis when the proxy has one (every proxy shares it), else the
@@ -206,6 +209,7 @@ class MPilotAuth:
 
     async def settle(self, key_id: str | None, reservation: str | None, cost: float, tokens: int) -> None:
         """A call ended: its reservation is replaced by what it cost, and its tokens count per minute."""
+        reservation = self._first_end(reservation)
         key = await self.find_key(key_id) if key_id else None
         if key is None:
             if reservation is not None:
@@ -218,8 +222,20 @@ class MPilotAuth:
 
     async def release(self, reservation: str | None) -> None:
         """A call that failed, or never started: its reservation is given back whole."""
+        reservation = self._first_end(reservation)
         if reservation is not None:
             await self.ledger().settle(reservation, 0, [])
+
+    def _first_end(self, reservation: str | None) -> str | None:
+        """`reservation` the first time its call's end is seen, None after: a failed call's end reaches
+        LiteLLM's failure hook and its failure log (and the route's own release), and a batch's part of a
+        hold must be taken back once. A cost seen after a release still counts."""
+        if reservation is None or reservation in self._finished:
+            return None
+        self._finished[reservation] = None
+        if len(self._finished) > FINISHED_KEPT:
+            self._finished.popitem(last=False)
+        return reservation
 
 
 def _budget_refusal(key: VirtualKey, reserving: Budget, admission: Admission) -> str:

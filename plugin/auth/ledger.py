@@ -121,16 +121,20 @@ def _held_counter(reservation: str) -> str:
     return _split_part(reservation)[0].split("@", 1)[1]
 
 
-def part_of(reservation: str, nanos: int) -> str:
-    """The reservation of one call of a batch: `nanos` of the batch's hold, which `settle` takes back."""
-    return f"{reservation}#{nanos}"
+def part_of(reservation: str, nanos: int, serial: int) -> str:
+    """The reservation of one call of a batch, the batch's `serial`th: `nanos` of the batch's hold, which
+    `settle` takes back. Each is a name of its own, so that its end can be told from another call's."""
+    return f"{reservation}#{serial}:{nanos}"
 
 
 def _split_part(reservation: str) -> tuple[str, int | None]:
     """(the hold's id, the part of it, or None for all of it). Hold ids are `hex@counter`, counters are
     the plugin's names (hex key ids): no `#` in them."""
-    hold, sep, part = reservation.rpartition("#")
-    return (hold, int(part)) if sep and part.isdigit() else (reservation, None)
+    hold, sep, tail = reservation.rpartition("#")
+    serial, colon, nanos = tail.partition(":")
+    if sep and colon and serial.isdigit() and nanos.isdigit():
+        return hold, int(nanos)
+    return reservation, None
 
 
 def _retry_after(oldest_second: int | None, now: float) -> int:
