@@ -57,32 +57,49 @@ def quick(monkeypatch: pytest.MonkeyPatch) -> float:
     return 0.2
 
 
-def test_far_from_every_limit_a_batch_is_one_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                  quick: float) -> None:
-    """Three admissions, one step: one hold of 4 x the call's reservation, four requests counted; each call
-    holds its own part of it."""
+def test_a_busy_key_far_from_every_limit_takes_a_step_per_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                quick: float) -> None:
+    """The first request is a step of one (the key may be quiet); the next, within a second, a step for a
+    batch of 4: one hold of 4 x its reservation, 4 requests counted, and the two after it are handed out
+    by the process, each call holding its own part of the batch's hold."""
+    Lookups(monkeypatch, bound=None)
+    auth = hook(tmp_path, budget_nanos=10 * BATCH_ROOM * BATCH * BOUND, rpm=10 * BATCH_ROOM * BATCH, batch=BATCH)
+    steps = Steps(auth)
+    first, *batched = asyncio.run(admit(auth, 4))
+    assert steps.count == 2
+    assert held(tmp_path) == [ESTIMATE, BATCH * ESTIMATE] and rate(tmp_path) == 1 + BATCH
+    assert first is not None and "#" not in first
+    assert [r.rpartition("#")[2] for r in batched] == [f"{n}:{ESTIMATE}" for n in range(3)]  # type: ignore[union-attr]
+    assert len({r.rpartition("#")[0] for r in batched}) == 1  # type: ignore[union-attr]
+
+
+def test_a_quiet_key_takes_a_step_of_one_per_request(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     quick: float) -> None:
+    """Requests further apart than an allowance lasts: a batch would only go back, so none is asked for."""
     Lookups(monkeypatch, bound=None)
     auth = hook(tmp_path, budget_nanos=10 * BATCH_ROOM * BATCH * BOUND, rpm=10 * BATCH_ROOM * BATCH, batch=BATCH)
     steps = Steps(auth)
 
     async def run() -> list[str | None]:
-        return await admit(auth, 3)
+        reservations = await admit(auth, 1)
+        await asyncio.sleep(quick + 0.05)
+        return reservations + await admit(auth, 1)
 
     reservations = asyncio.run(run())
-    assert steps.count == 1
-    assert held(tmp_path) == [BATCH * ESTIMATE] and rate(tmp_path) == BATCH
-    assert [r.rpartition("#")[2] for r in reservations] == [f"{n}:{ESTIMATE}" for n in range(3)]  # type: ignore[union-attr]
-    assert len({r.rpartition("#")[0] for r in reservations}) == 1  # type: ignore[union-attr]
+    assert steps.count == 2
+    assert held(tmp_path) == [ESTIMATE, ESTIMATE] and rate(tmp_path) == 2
+    assert not any("#" in str(reservation) for reservation in reservations)
 
 
 def test_what_a_batch_did_not_hand_out_goes_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                  quick: float) -> None:
-    """Two of four handed out and settled: once the allowance ends, nothing is held and two requests count."""
+    """Two of a batch of four handed out and settled: once the allowance ends, nothing is held and three
+    requests count (the first, a step of one, and the batch's two)."""
     Lookups(monkeypatch, bound=None)
     auth = hook(tmp_path, budget_nanos=10 * BATCH_ROOM * BATCH * BOUND, rpm=10 * BATCH_ROOM * BATCH, batch=BATCH)
 
     async def run() -> tuple[list[int], int, list[int], int]:
-        reservations = await admit(auth, 2)
+        reservations = await admit(auth, 3)
         for reservation in reservations:
             await auth.settle(None, reservation, 0.0, 0)
         during = held(tmp_path), rate(tmp_path)
@@ -90,25 +107,26 @@ def test_what_a_batch_did_not_hand_out_goes_back(tmp_path: Path, monkeypatch: py
         await asyncio.sleep(0.05)  # the give-back's task
         return during[0], during[1], held(tmp_path), rate(tmp_path)
 
-    assert asyncio.run(run()) == ([2 * ESTIMATE], BATCH, [], 2)
+    assert asyncio.run(run()) == ([2 * ESTIMATE], 1 + BATCH, [], 3)
 
 
 def test_a_request_the_allowance_cannot_cover_takes_a_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                            quick: float) -> None:
-    """After the first call (LiteLLM's estimate, 1,000) the batch holds 3,000 more; a bound (4,000) does not
-    fit in it: a new step, a new batch of 4 bounds, and the first batch's 3,000 go back."""
-    Lookups(monkeypatch)
+    """A batch of LiteLLM's estimates (1,000 each) has 3,000 left after its first call; a bound (4,000) does
+    not fit in it: the 3,000 (and 3 requests) go back first, then a step for a batch of 4 bounds."""
+    lookups = Lookups(monkeypatch, bound=None)
     auth = hook(tmp_path, budget_nanos=10 * BATCH_ROOM * BATCH * BOUND, rpm=10 * BATCH_ROOM * BATCH, batch=BATCH)
     steps = Steps(auth)
 
     async def run() -> None:
-        await admit(auth, 2)
-        await asyncio.sleep(0.05)  # the give-back's task
+        await admit(auth, 2)  # a step of one, then the batch of estimates
+        lookups.bound = BOUND
+        await admit(auth, 1)
 
     asyncio.run(run())
-    assert steps.count == 2
-    assert held(tmp_path) == [ESTIMATE, BATCH * BOUND]  # the first call's part, the second batch
-    assert rate(tmp_path) == 1 + BATCH  # the first batch's three unused requests given back
+    assert steps.count == 3
+    assert held(tmp_path) == [ESTIMATE, ESTIMATE, BATCH * BOUND]  # the step of one, the first batch's call
+    assert rate(tmp_path) == 1 + 1 + BATCH
 
 
 @pytest.mark.parametrize("room_for", [2 * BATCH_ROOM - 1, None])
@@ -137,11 +155,11 @@ def test_a_calls_end_seen_twice_frees_its_part_once(tmp_path: Path, monkeypatch:
     key_id = next(iter(auth.keys))
 
     async def run() -> tuple[list[int], int]:
-        first, second = await admit(auth, 2)
-        await auth.release(first)
-        await auth.release(first)
-        await auth.settle(key_id, first, 0.000003, 0)  # a late success log of the same call: its cost only
+        part = (await admit(auth, 3))[1]  # the first of a batch (after a step of one)
+        await auth.release(part)
+        await auth.release(part)
+        await auth.settle(key_id, part, 0.000003, 0)  # a late success log of the same call: its cost only
         spent = await auth.ledger().spent(auth.keys[key_id].spend_counter(datetime.now(UTC)))
         return held(tmp_path), spent
 
-    assert asyncio.run(run()) == ([(BATCH - 1) * ESTIMATE], 3_000)
+    assert asyncio.run(run()) == ([ESTIMATE, (BATCH - 1) * ESTIMATE], 3_000)

@@ -8,7 +8,9 @@ ledger; the ledger grants a batch only where each limit has room for `BATCH_ROOM
 every request is its own step, as are requests of a key with a tokens-per-minute limit. An allowance lasts
 `ALLOWANCE_SECONDS`: what it did not hand out by then, or once a request needs more than is left, goes back
 to the ledger, so a key that goes quiet holds nothing for long (a proxy that dies holds its allowances'
-reservations until they expire, and their requests for the rest of the minute).
+reservations until they expire, and their requests for the rest of the minute). A batch is asked for only
+for a busy key, one this process took a step for less than `ALLOWANCE_SECONDS` before: a quiet key's
+request is a step of one, with nothing to give back after it.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ log = logging.getLogger("mpilot.auth")
 
 BATCH = 16  # admissions asked for in one step
 ALLOWANCE_SECONDS = 1.0  # what an allowance has not handed out by then goes back to the ledger
+STEPS_KEPT = 10_000  # slots whose last step this process remembers
 
 # The limits an allowance was granted under: the requests counter and limit, the budget counter and limit.
 Slot = tuple[tuple[str, int] | None, str | None, int | None]
@@ -43,7 +46,20 @@ class Allowances:
 
     def __init__(self) -> None:
         self._kept: dict[Slot, Allowance] = {}
+        self._stepped: dict[Slot, float] = {}  # when this process last took a step of the ledger for a slot
         self._giving_back: set[asyncio.Future[None]] = set()
+
+    def sized(self, limits: Limits) -> Limits:
+        """`limits` for a step of the ledger: a batch for a busy key (a step for it less than
+        `ALLOWANCE_SECONDS` ago), else a step of one."""
+        if limits.batch <= 1:
+            return limits
+        slot, now = _slot(limits), asyncio.get_running_loop().time()
+        last = self._stepped.get(slot)
+        if last is None and len(self._stepped) >= STEPS_KEPT:
+            self._stepped.clear()
+        self._stepped[slot] = now
+        return limits if last is not None and now - last < ALLOWANCE_SECONDS else replace(limits, batch=1)
 
     def take(self, limits: Limits) -> Admission | None:
         """An admission of one request from the allowance for `limits`, or None: there is none, it has

@@ -139,7 +139,7 @@ class MPilotAuth:
         admission = self.allowances.take(limits)
         if admission is None:
             await self.allowances.end(limits, self.ledger())
-            admission, limits = await self._admit(limits, key, request, models, estimated)
+            admission, limits = await self._admit(self.allowances.sized(limits), key, request, models, estimated)
         if admission.refused_by == "requests":
             raise Refused(429, f"virtual key {key.display_id} has reached its limit of {key.rpm_limit} requests "
                                f"per minute; retry in {admission.retry_after} s",
