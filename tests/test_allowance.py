@@ -163,3 +163,26 @@ def test_a_calls_end_seen_twice_frees_its_part_once(tmp_path: Path, monkeypatch:
         return held(tmp_path), spent
 
     assert asyncio.run(run()) == ([ESTIMATE, (BATCH - 1) * ESTIMATE], 3_000)
+
+
+def test_spend_kept_under_an_earlier_releases_names_still_counts(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """An upgrade does not hand a key its budget again: the process's first step moves the counters of the
+    layout releases up to 0.1 used (`mpilot:nanos:key:<id>`) to today's names, before it admits anything."""
+    from plugin.auth.hook import Refused
+    from plugin.auth.ledger import to_nanos
+
+    Lookups(monkeypatch)
+    auth = hook(tmp_path, budget_nanos=to_nanos(1.0))
+    key = auth.keys[next(iter(auth.keys))]
+
+    async def run() -> int:
+        earlier = f"mpilot:nanos:key:{key.key_id}"
+        await auth.ledger().settle(None, to_nanos(1.0), [(earlier, 3600)])  # spent all of it, as 0.1 named it
+        try:
+            await auth.admit(key, request=None)  # type: ignore[arg-type]
+        except Refused as refusal:
+            return refusal.status
+        return 200
+
+    assert asyncio.run(run()) == 402

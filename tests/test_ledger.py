@@ -8,12 +8,14 @@ import asyncio
 import multiprocessing
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis.asyncio
+import redis.cluster
 
 from plugin.auth.ledger import (
     Admission,
@@ -38,18 +40,30 @@ class Clock:
         return self.now
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+def cluster_client(cluster: Any) -> redis.asyncio.RedisCluster:
+    return redis.asyncio.RedisCluster(startup_nodes=[redis.cluster.ClusterNode(node["host"], node["port"])
+                                                     for node in cluster.startup_nodes])
+
+
+@pytest.fixture(params=["sqlite", "redis", "cluster"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, Any]]:
-    """(kind, make) where make(clock) -> a ledger; Redis keys are unique per test."""
+    """(kind, make) where make(clock) -> a ledger; Redis keys are unique per test. On the cluster, a test's
+    counters are one owner's (see `counter`): each step is one script on one slot."""
     if request.param == "sqlite":
         yield "sqlite", lambda clock: SqliteLedger(tmp_path / "ledger.sqlite3", clock=clock)
-    else:
+    elif request.param == "redis":
         port = request.getfixturevalue("redis_port")
         yield "redis", lambda clock: RedisLedger(redis.asyncio.Redis(port=port), clock=clock)
+    else:
+        cluster = request.getfixturevalue("redis_cluster")
+        yield "cluster", lambda clock: RedisLedger(cluster_client(cluster), clock=clock, cluster=True)
 
 
-def counter() -> str:
-    return f"test:{uuid.uuid4().hex}"
+OWNER = uuid.uuid4().hex  # one hash tag for the counters of a test, as a key's counters share one
+
+
+def counter(owner: str = OWNER) -> str:
+    return f"test:{{{owner}}}:{uuid.uuid4().hex}"
 
 
 async def reserve(ledger: Ledger, name: str, limit: int, amount: int, ttl: int = 60,
@@ -101,8 +115,10 @@ def test_twenty_at_once_get_only_what_fits(store: tuple[str, Any]) -> None:
 
 def _reserve_in_process(kind: str, where: str, name: str, results: Any) -> None:
     async def run() -> int:
-        ledger: Ledger = (SqliteLedger(Path(where)) if kind == "sqlite"
-                          else RedisLedger(redis.asyncio.Redis(port=int(where))))
+        ledger: Ledger = (
+            SqliteLedger(Path(where)) if kind == "sqlite"
+            else RedisLedger(redis.asyncio.Redis(port=int(where))) if kind == "redis"
+            else RedisLedger(redis.asyncio.RedisCluster(host="127.0.0.1", port=int(where)), cluster=True))
         holds = await asyncio.gather(*(reserve(ledger, name, 7 * CENT, CENT, ttl=60) for _ in range(10)))
         return sum(hold.admitted for hold in holds)
 
@@ -113,7 +129,8 @@ def test_workers_in_other_processes_share_one_budget(store: tuple[str, Any], tmp
                                                      request: pytest.FixtureRequest) -> None:
     """What `litellm --num_workers N` needs: 4 processes x 10 reservations against a budget of 7."""
     kind = store[0]
-    where = str(tmp_path / "shared.sqlite3") if kind == "sqlite" else str(request.getfixturevalue("redis_port"))
+    where = (str(tmp_path / "shared.sqlite3") if kind == "sqlite" else str(request.getfixturevalue("redis_port"))
+             if kind == "redis" else str(request.getfixturevalue("redis_cluster").ports[0]))
     if kind == "sqlite":
         SqliteLedger.check(Path(where))
     name = counter()
@@ -326,3 +343,153 @@ def test_giving_back_requests_of_a_second_gone_by_changes_nothing(store: tuple[s
         return [admission.granted, await ledger.rate_used(rpm)]
 
     assert asyncio.run(run()) == [8, 1]
+
+
+# --- a fleet: owners in slots of their own, steps done once, work bounded by what is due ------------------
+
+def test_a_key_users_and_teams_spend_settle_in_their_own_steps(store: tuple[str, Any]) -> None:
+    """A call's cost reaches the key's, its user's and its team's counters, which on a cluster live in
+    three slots (keys.py names them under three hash tags): one step each, and a settlement made again
+    under the same name (a client's retry after a timeout or a redirect) counts once."""
+    from plugin.auth.keys import config_keys, team_spend_counter, user_spend_counter
+
+    ledger: Ledger = store[1](Clock())
+    secret = uuid.uuid4().hex
+    (key,) = config_keys([{"key": f"sk-bf-{secret}", "max_budget": 1.0, "rpm_limit": 10,
+                           "user_id": f"u-{secret}", "team_id": f"t-{secret}"}]).values()
+    limit = to_nanos(key.max_budget)
+    spend = key.spend_counter(datetime.now(UTC))
+    counters = key.spend_counters(datetime.now(UTC))
+
+    async def run() -> list[int]:
+        admission = await ledger.admit(Limits(requests=(key.requests_counter, 10),
+                                              budget=Budget(spend, limit, 5 * CENT, 60)))
+        assert admission.admitted and admission.reservation is not None
+        for _ in range(2):
+            await ledger.settle(admission.reservation, 3 * CENT, counters, call="call-1")
+        await ledger.settle(None, CENT, counters, call="call-2")  # no reservation: e.g. a key with no budget
+        await ledger.settle(None, CENT, counters, call="call-2")
+        held = (await ledger.admit(Limits(budget=Budget(spend, limit, limit, 60)))).held
+        return [await ledger.spent(spend), await ledger.spent(user_spend_counter(key.user_id)),
+                await ledger.spent(team_spend_counter(key.team_id)), held, await ledger.rate_used(key.requests_counter)]
+
+    assert asyncio.run(run()) == [4 * CENT] * 3 + [0, 1]
+
+
+def test_every_owner_is_one_slot_on_a_cluster() -> None:
+    """What a step touches is named in its owner's slot: a key's counters and the holds of its budget share
+    one hash tag; a user's and a team's counters have their own."""
+    from redis.crc import key_slot
+
+    from plugin.auth.keys import config_keys, team_spend_counter, user_spend_counter
+    from plugin.auth.ledger import near
+
+    (key,) = config_keys([{"key": "sk-bf-" + "s" * 32, "max_budget": 1.0, "budget_duration": "1d",
+                           "user_id": "alice", "team_id": "research"}]).values()
+    spend = key.spend_counter(datetime.now(UTC))
+    owned = [key.requests_counter, key.tokens_counter, spend, *(near(spend, part) for part in
+                                                                 ("holds", "held", "due", "settled:x", "unused"))]
+    assert len({key_slot(name.encode()) for name in owned}) == 1
+    assert key_slot(user_spend_counter("alice").encode()) == key_slot(near(user_spend_counter("alice"), "x").encode())
+    assert key_slot(b"plain") == key_slot(near("plain", "holds").encode())  # a name without a tag: its own slot
+    assert len({key_slot(spend.encode()), key_slot(user_spend_counter("alice").encode()),
+                key_slot(team_spend_counter("research").encode())}) == 3
+
+
+def test_what_a_step_sweeps_is_bounded_and_only_what_is_due(store: tuple[str, Any]) -> None:
+    """Holds left by a proxy that died expire on time, and a step drops a bounded number of them, counting
+    the rest as held until then (the budget errs on the side of refusing); holds not yet due are never
+    touched. Redis: `SWEEP_MOST` of the budget's per step (150 are gone after three steps). SQLite: its
+    purge (once a second) takes `PURGE_MOST` of every budget's, and runs again at the next step when it hit
+    that; the step's own sweep takes `SWEEP_MOST` of the budget's."""
+    from plugin.auth.ledger import PURGE_MOST, SWEEP_MOST
+
+    clock = Clock()
+    ledger: Ledger = store[1](clock)
+    name = counter()
+    limit = 10**6 * CENT
+    expired = 1_500 if store[0] == "sqlite" else 150
+
+    async def run() -> list[int]:
+        for _ in range(0, expired, 50):  # 50 at once: redis-py's default pool takes 100
+            await asyncio.gather(*(reserve(ledger, name, limit, CENT, ttl=30) for _ in range(50)))
+        await reserve(ledger, name, limit, 2 * CENT, ttl=300)  # not due
+        clock.now += 31
+        seen = []
+        for _ in range(4):
+            admission = await reserve(ledger, name, limit, limit)  # refused: reads what is held
+            seen.append(admission.held // CENT)
+        return seen
+
+    assert (SWEEP_MOST, PURGE_MOST) == (64, 1_000)
+    expected = [1_500 - 1_000 - 64 + 2, 2, 2, 2] if store[0] == "sqlite" else [150 - 64 + 2, 150 - 128 + 2, 2, 2]
+    assert asyncio.run(run()) == expected
+
+
+def test_parts_and_give_backs_keep_the_running_total_exact(store: tuple[str, Any]) -> None:
+    """The held total is the sum of what the holds still reserve: a part settled twice is taken once, a
+    give-back larger than what is left takes what is left, an expired hold is swept out of the total."""
+    clock = Clock()
+    ledger: Ledger = store[1](clock)
+    spend = counter()
+    limit = 10**6 * CENT
+
+    async def held() -> int:
+        return (await reserve(ledger, spend, limit, limit)).held
+
+    async def run() -> list[int]:
+        first = await ledger.admit(Limits(budget=Budget(spend, limit, 3 * CENT, 60), batch=4))
+        second = await reserve(ledger, spend, limit, 5 * CENT, ttl=10)
+        assert first.granted == 4 and first.reservation and second.reservation
+        seen = [await held()]
+        await ledger.settle(part_of(first.reservation, 3 * CENT, 1), CENT, [(spend, 3600)])
+        await ledger.settle(part_of(first.reservation, 3 * CENT, 1), CENT, [(spend, 3600)])  # again
+        seen.append(await held())
+        await ledger.give_back(first.reservation, 100 * CENT, None)  # more than is left of it
+        seen.append(await held())
+        clock.now += 11
+        seen.append(await held())
+        return [*seen, await ledger.spent(spend)]
+
+    assert asyncio.run(run()) == [17 * CENT, 14 * CENT, 5 * CENT, 0, CENT]
+
+
+def test_spend_of_an_earlier_release_moves_to_todays_names(store: tuple[str, Any]) -> None:
+    """Counters under the names releases up to 0.1 used (`mpilot:nanos:key:<id>`) are added to today's
+    once, their expiry kept, so an upgrade does not hand a key its budget again; done twice, nothing moves."""
+    from plugin.auth.keys import EARLIER_SPEND_PREFIX, renamed_spend_counter
+
+    if store[0] == "cluster":
+        pytest.skip("the earlier names' steps spanned slots: no release kept them on a cluster")
+    clock = Clock()
+    ledger: Ledger = store[1](clock)
+    key_id = uuid.uuid4().hex * 2
+    user = f"user-{uuid.uuid4().hex}"
+    old_key, old_user = f"mpilot:nanos:key:{key_id}:1795824000", f"mpilot:nanos:user:{user}"
+    new_key = f"mpilot:{{key:{key_id}}}:nanos:1795824000"
+
+    async def run() -> list[Any]:
+        if store[0] == "sqlite":
+            await ledger.settle(None, 7 * CENT, [(old_key, 3600), (old_user, 3600)])
+        else:
+            from plugin.auth.ledger import RENAMED_MARK
+
+            client = ledger._client  # noqa: SLF001  # the earlier release's writes, as it made them
+            await client.delete(RENAMED_MARK)  # as on a Redis no release of today's layout has used
+            await client.set(old_key, 7 * CENT, ex=3600)
+            await client.set(old_user, 7 * CENT, ex=3600)
+        await ledger.settle(None, CENT, [(new_key, 60)])  # today's counter already has spend
+        moved = [await ledger.rename(renamed_spend_counter, EARLIER_SPEND_PREFIX),
+                 await ledger.rename(renamed_spend_counter, EARLIER_SPEND_PREFIX)]
+        expires_later = await ledger.spent(new_key)
+        clock.now += 120  # past the new counter's own 60 s: it lives as long as the old one did
+        return [*moved, expires_later, await ledger.spent(new_key), await ledger.spent(f"mpilot:{{user:{user}}}:nanos"),
+                await ledger.spent(old_key)]
+
+    if store[0] != "sqlite":  # Redis expires by its own clock, not the test's
+        async def redis_run() -> list[Any]:
+            result = await run()
+            return result[:3] + result[4:]
+        assert asyncio.run(redis_run()) == [2, 0, 8 * CENT, 7 * CENT, 0]
+    else:
+        assert asyncio.run(run()) == [2, 0, 8 * CENT, 8 * CENT, 7 * CENT, 0]

@@ -83,7 +83,7 @@ def test_batches_count_exactly_what_was_admitted(proxy: ProxyProcess, fake: Fake
     fake.script(*[Reply(delay=0.2)] * 20)
     token = virtual_key(source, "busy")
     assert Counter(r.status_code for r in all_at_once(proxy.url, token)) == {200: 20}
-    counter = f"mpilot:nanos:key:{hashlib.sha256(token.encode()).hexdigest()}"
+    counter = f"mpilot:{{key:{hashlib.sha256(token.encode()).hexdigest()}}}:nanos"
     ledger = proxy.workdir / ".mpilot-ledger.sqlite3"
 
     def read(query: str, *more: object) -> Any:

@@ -107,10 +107,10 @@ def test_budget_windows_are_epoch_aligned_and_name_the_counter() -> None:
     noon = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
     midnight = int(datetime(2026, 11, 28, tzinfo=UTC).timestamp())
     assert key.budget_window(noon) == midnight
-    assert key.spend_counter(noon) == f"mpilot:nanos:key:{key.key_id}:{midnight}"
-    assert key.spend_counters(noon) == [(key.spend_counter(noon), 2 * 86_400), ("mpilot:nanos:user:u", 315_360_000)]
+    assert key.spend_counter(noon) == f"mpilot:{{key:{key.key_id}}}:nanos:{midnight}"
+    assert key.spend_counters(noon) == [(key.spend_counter(noon), 2 * 86_400), ("mpilot:{user:u}:nanos", 315_360_000)]
     lifetime = next(iter(config_keys([{"key": "sk-bf-l-" + "0" * 32, "max_budget": 1}]).values()))
-    assert lifetime.spend_counter(noon) == f"mpilot:nanos:key:{lifetime.key_id}"
+    assert lifetime.spend_counter(noon) == f"mpilot:{{key:{lifetime.key_id}}}:nanos"
 
 
 def test_a_broken_mpilot_section_fails_closed(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -210,10 +210,10 @@ def test_counter_names() -> None:
     """The ledger's counters, shared by every proxy on one Redis: their names must not drift."""
     (key,) = config_keys([{"key": A, "user_id": "u", "team_id": "t", "rpm_limit": 5}]).values()
     now = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
-    assert key.requests_counter == f"mpilot:rpm:key:{key.key_id}"
-    assert key.tokens_counter == f"mpilot:tpm:key:{key.key_id}"
-    assert key.spend_counters(now) == [(f"mpilot:nanos:key:{key.key_id}", 315_360_000),
-                                       ("mpilot:nanos:user:u", 315_360_000), ("mpilot:nanos:team:t", 315_360_000)]
+    assert key.requests_counter == f"mpilot:{{key:{key.key_id}}}:rpm"
+    assert key.tokens_counter == f"mpilot:{{key:{key.key_id}}}:tpm"
+    assert key.spend_counters(now) == [(f"mpilot:{{key:{key.key_id}}}:nanos", 315_360_000),
+                                       ("mpilot:{user:u}:nanos", 315_360_000), ("mpilot:{team:t}:nanos", 315_360_000)]
 
 
 @pytest.mark.parametrize(("entry", "limited"), [
@@ -297,6 +297,9 @@ def test_each_request_gets_its_own_caller_of_a_key() -> None:
     first.metadata["mpilot_reservation"] = "r1"
     second = key_caller(key)
     assert second is not first
+    # Each request's settlement has a name of its own, which the plugin chose (not LiteLLM's call id).
+    settlements = (first.metadata.pop("mpilot_call"), second.metadata.pop("mpilot_call"))
+    assert settlements[0] != settlements[1] and all(len(name) == 32 for name in settlements)
     assert (second.models, second.metadata, second.token) == (["fake"], {"team": "a", "mpilot_key": key.key_id},
                                                               key.key_id)
     (changed,) = config_keys([{"key": A, "models": ["fake-b"]}]).values()  # the same key, new settings

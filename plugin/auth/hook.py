@@ -14,6 +14,7 @@ plugin's ledger. Messages name the key by its id prefix, never the key or token.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import OrderedDict
 from dataclasses import replace
@@ -27,8 +28,16 @@ from fastapi import Request
 from .. import host
 from ..cohere.errors import redact
 from .allowance import BATCH, Allowances
-from .keys import KEY_PREFIX, VirtualKey, config_keys, key_id_of, limit_settings
-from .ledger import Admission, Budget, Ledger, Limits, to_dollars, to_nanos
+from .keys import (
+    EARLIER_SPEND_PREFIX,
+    KEY_PREFIX,
+    VirtualKey,
+    config_keys,
+    key_id_of,
+    limit_settings,
+    renamed_spend_counter,
+)
+from .ledger import Admission, Budget, Ledger, Limits, StoreUnavailable, to_dollars, to_nanos
 from .tokens import MPilotJwtVerifier, TokenRejected, jwt_settings, looks_like_jwt
 
 log = logging.getLogger("mpilot.auth")
@@ -36,6 +45,7 @@ KEY_INFO_PATH = "/mpilot/key/info"
 BOUND_ROOM = 100  # a bound is reserved while a budget has room for this many such reservations
 ROOMS_KEPT = 10_000  # budgets (of a key, in a window) whose room this process remembers
 FINISHED_KEPT = 10_000  # reservations whose end this process remembers
+STORE_RETRY_SECONDS = 1  # Retry-After of a request refused while the ledger's store is unavailable
 
 
 class Refused(Exception):
@@ -55,6 +65,8 @@ class MPilotAuth:
         self.keys = config_keys(settings.get("virtual_keys"))
         self.limits = limit_settings(settings.get("limits"))
         self._ledger: Ledger | None = None
+        self._renamed: asyncio.Task[None] | None = None  # the earlier layout's counters, moved once
+        self._store_down = False  # logged once per outage
         # budget counter -> what this process last saw left of it, and the reservation it last made there
         self._room: dict[str, tuple[int, int]] = {}
         self.allowances = Allowances()
@@ -67,6 +79,38 @@ class MPilotAuth:
         if self._ledger is None:
             self._ledger = host.make_ledger(self.limits.ledger_path)
         return self._ledger
+
+    async def store(self) -> Ledger:
+        """The ledger, once this process has moved the earlier layout's spend counters to today's names
+        (every process does, at its first step; a step after the first waits for nothing)."""
+        ledger = self.ledger()
+        if self._renamed is None:
+            self._renamed = asyncio.ensure_future(self._rename(ledger))
+        if not self._renamed.done():
+            await asyncio.shield(self._renamed)
+        return ledger
+
+    async def _rename(self, ledger: Ledger) -> None:
+        try:
+            moved = await ledger.rename(renamed_spend_counter, EARLIER_SPEND_PREFIX)
+        except BaseException:
+            self._renamed = None  # tried again at the next step
+            raise
+        if moved:
+            log.warning("MPilot limits: moved %d spend counters of an earlier release to today's names", moved)
+
+    def store_failed(self, error: StoreUnavailable) -> Refused:
+        if not self._store_down:
+            self._store_down = True
+            log.error("MPilot limits store unavailable (%s): limited keys are refused with 503 until it is back",
+                      error)
+        return Refused(503, "the limits store of this proxy is unavailable; retry shortly",
+                       headers={"retry-after": str(STORE_RETRY_SECONDS)})
+
+    def store_answered(self) -> None:
+        if self._store_down:
+            self._store_down = False
+            log.warning("MPilot limits store is back")
 
     async def authenticate(self, request: Request, token: str) -> Any:
         """A caller for LiteLLM, or None to let LiteLLM's own auth decide."""
@@ -138,8 +182,13 @@ class MPilotAuth:
                         budget=budget, batch=self.batch if budget is None or self.tracks_spend(key) else 1)
         admission = self.allowances.take(limits)
         if admission is None:
-            await self.allowances.end(limits, self.ledger())
-            admission, limits = await self._admit(self.allowances.sized(limits), key, request, models, estimated)
+            try:
+                await self.allowances.end(limits, await self.store())
+                admission, limits = await self._admit(self.allowances.sized(limits), key, request, models,
+                                                      estimated)
+            except StoreUnavailable as error:
+                raise self.store_failed(error) from None
+            self.store_answered()
         if admission.refused_by == "requests":
             raise Refused(429, f"virtual key {key.display_id} has reached its limit of {key.rpm_limit} requests "
                                f"per minute; retry in {admission.retry_after} s",
@@ -156,16 +205,17 @@ class MPilotAuth:
                      estimated: bool) -> tuple[Admission, Limits]:
         """A step of the ledger for `limits`, and the limits it took (a refused bound is retried with
         LiteLLM's estimate); a batch it grants is kept as an allowance."""
-        admission = await self.ledger().admit(limits)
+        ledger = await self.store()
+        admission = await ledger.admit(limits)
         budget = limits.budget
         if admission.refused_by == "budget" and budget is not None and not estimated:
             # The bound did not fit (another process spent meanwhile): LiteLLM's own estimate may.
             budget = replace(budget, amount=await self.estimate(key, request, models))
             limits = replace(limits, budget=budget)
-            admission = await self.ledger().admit(limits)
+            admission = await ledger.admit(limits)
         if budget is not None:
             self._remember_room(budget, admission)
-        return self.allowances.keep(limits, admission, self.ledger()), limits
+        return self.allowances.keep(limits, admission, ledger), limits
 
     async def reservation(self, key: VirtualKey, counter: str, request: Request, models: list[str]) -> tuple[int, bool]:
         """What to reserve of a key's budget for a call, and whether it is LiteLLM's own estimate (input tokens
@@ -201,30 +251,33 @@ class MPilotAuth:
     async def spend(self, key: VirtualKey, now: datetime) -> Decimal:
         """The key's spend in its current budget window, in dollars."""
         if self.tracks_spend(key):
-            return to_dollars(await self.ledger().spent(key.spend_counter(now)))
+            return to_dollars(await (await self.store()).spent(key.spend_counter(now)))
         return to_dollars(to_nanos(await host.litellm_key_spend(key)))
 
     async def counted_spend(self, counter: str) -> Decimal:
-        return to_dollars(await self.ledger().spent(counter))
+        return to_dollars(await (await self.store()).spent(counter))
 
-    async def settle(self, key_id: str | None, reservation: str | None, cost: float, tokens: int) -> None:
-        """A call ended: its reservation is replaced by what it cost, and its tokens count per minute."""
+    async def settle(self, key_id: str | None, reservation: str | None, cost: float, tokens: int,
+                     call: str | None = None) -> None:
+        """A call ended: its reservation is replaced by what it cost, and its tokens count per minute.
+        `call` (LiteLLM's call id) names the settlement: settled again under it, it counts once."""
         reservation = self._first_end(reservation)
         key = await self.find_key(key_id) if key_id else None
+        ledger = await self.store()
         if key is None:
             if reservation is not None:
-                await self.ledger().settle(reservation, 0, [])
+                await ledger.settle(reservation, 0, [], call)
             return
         counted = key.spend_counters(datetime.now(UTC)) if self.tracks_spend(key) else []
-        await self.ledger().settle(reservation, to_nanos(cost) if cost > 0 else 0, counted)
+        await ledger.settle(reservation, to_nanos(cost) if cost > 0 else 0, counted, call)
         if key.tpm_limit is not None and tokens > 0:
-            await self.ledger().add_to_rate(key.tokens_counter, tokens)
+            await ledger.add_to_rate(key.tokens_counter, tokens)
 
     async def release(self, reservation: str | None) -> None:
         """A call that failed, or never started: its reservation is given back whole."""
         reservation = self._first_end(reservation)
         if reservation is not None:
-            await self.ledger().settle(reservation, 0, [])
+            await (await self.store()).settle(reservation, 0, [])
 
     def _first_end(self, reservation: str | None) -> str | None:
         """`reservation` the first time its call's end is seen, None after: a failed call's end reaches

@@ -72,7 +72,7 @@ class VirtualKey:
     def spend_counter(self, now: datetime) -> str:
         """The ledger counter of the key's spend in the budget window `now` falls in (nano-dollars)."""
         window = self.budget_window(now)
-        return f"mpilot:nanos:key:{self.key_id}" + (f":{window}" if window is not None else "")
+        return f"{self._owner}:nanos" + (f":{window}" if window is not None else "")
 
     def spend_counters(self, now: datetime) -> list[tuple[str, int]]:
         """Every counter a request's cost is added to, with how long it must live: the key's, and its
@@ -91,12 +91,17 @@ class VirtualKey:
         return self.max_budget is not None or self.rpm_limit is not None or self.tpm_limit is not None
 
     @property
+    def _owner(self) -> str:
+        """Every counter of the key starts so: one hash tag, so one step of the ledger is one Redis slot."""
+        return f"mpilot:{{key:{self.key_id}}}"
+
+    @property
     def requests_counter(self) -> str:
-        return f"mpilot:rpm:key:{self.key_id}"
+        return f"{self._owner}:rpm"
 
     @property
     def tokens_counter(self) -> str:
-        return f"mpilot:tpm:key:{self.key_id}"
+        return f"{self._owner}:tpm"
 
     def counter_ttl(self) -> int:
         """How long a counter must live: its window (plus a day), or ten years for a lifetime budget."""
@@ -107,11 +112,25 @@ LIFETIME_TTL = 10 * 365 * 86_400
 
 
 def user_spend_counter(user_id: str) -> str:
-    return f"mpilot:nanos:user:{user_id}"
+    return f"mpilot:{{user:{user_id}}}:nanos"
 
 
 def team_spend_counter(team_id: str) -> str:
-    return f"mpilot:nanos:team:{team_id}"
+    return f"mpilot:{{team:{team_id}}}:nanos"
+
+
+EARLIER_SPEND_PREFIX = "mpilot:nanos:"  # spend counters of releases before 0.2: mpilot:nanos:<owner kind>:<id>
+_EARLIER_KEY_SPEND = re.compile(r"^mpilot:nanos:key:([0-9a-f]{64})(:\d+)?$")
+_EARLIER_SPEND = re.compile(r"^mpilot:nanos:(user|team):(.+)$")
+
+
+def renamed_spend_counter(name: str) -> str | None:
+    """The name of today's counter for a spend counter of an earlier release (None: not one)."""
+    if match := _EARLIER_KEY_SPEND.match(name):
+        return f"mpilot:{{key:{match.group(1)}}}:nanos" + (match.group(2) or "")
+    if match := _EARLIER_SPEND.match(name):
+        return (user_spend_counter if match.group(1) == "user" else team_spend_counter)(match.group(2))
+    return None
 
 
 def config_keys(entries: Any) -> dict[str, VirtualKey]:

@@ -10,6 +10,7 @@ import hmac
 import logging
 import os
 import re
+import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +21,7 @@ from fastapi import Request
 
 # LitellmUserRoles: from litellm.proxy._types on every release (1.108 moved it to a module of its own)
 from litellm.proxy._types import LitellmUserRoles, ProxyException, UserAPIKeyAuth
+from redis.asyncio import RedisCluster
 from starlette.datastructures import QueryParams
 
 from ..auth.keys import VirtualKey
@@ -248,15 +250,37 @@ def make_ledger(path: str) -> Ledger:
     from litellm.proxy import proxy_server as proxy
 
     if proxy.redis_usage_cache is not None:
-        return RedisLedger(proxy.redis_usage_cache.init_async_client())
+        client = _ledger_redis_client(proxy.redis_usage_cache)
+        return RedisLedger(client, cluster=isinstance(client, RedisCluster))
     if redis_expected():
         log.warning("MPilot limits: REDIS_HOST is set but LiteLLM has no Redis; limits are shared by this "
                     "machine's workers only (ledger %s)", ledger_file(path))
     return SqliteLedger(ledger_file(path))
 
 
+def _ledger_redis_client(usage_cache: Any) -> Any:
+    """A client of the ledger's own to the Redis LiteLLM coordinates through (a server, a Sentinel's
+    master or a cluster), made from LiteLLM's resolved settings. Not LiteLLM's client: LiteLLM keeps that
+    in its client cache, which closes a cluster client it evicts."""
+    from litellm import _redis
+
+    settings = getattr(usage_cache, "redis_kwargs", None)
+    if isinstance(settings, dict):
+        try:
+            # A pool that waits for a free connection (a server's; a cluster's client has its own per node):
+            # redis-py's default pool raises past 100 commands at once.
+            pool = _redis.get_redis_connection_pool(**settings)
+            return _redis.get_redis_async_client(connection_pool=pool, **settings)
+        except TypeError:  # a release whose client factories take other arguments
+            pass
+    return usage_cache.init_async_client()
+
+
 RESERVATION = "mpilot_reservation"  # in a caller's metadata: the ledger reservation of this request's call
 VIRTUAL_KEY = "mpilot_key"  # in a caller's metadata: the id of the virtual key it was made for
+# In a caller's metadata: this request's own id, which names its settlement. Not LiteLLM's call id, which
+# a client may choose (`x-litellm-call-id`) and so repeat, to have its later calls taken for settled ones.
+SETTLEMENT = "mpilot_call"
 
 
 def key_caller(key: VirtualKey) -> Caller:
@@ -276,7 +300,7 @@ def key_caller(key: VirtualKey) -> Caller:
         caller.api_key = caller.token = key.key_id
         if not litellm_tracks_spend():
             caller.max_budget = None  # LiteLLM would reserve against spend it never records
-    caller.metadata = {**(caller.metadata or {}), VIRTUAL_KEY: key.key_id}
+    caller.metadata = {**(caller.metadata or {}), VIRTUAL_KEY: key.key_id, SETTLEMENT: uuid.uuid4().hex}
     return caller
 
 
@@ -314,6 +338,16 @@ def reservation_of(caller: Any) -> str | None:
 
 def reservation_in(key_metadata: Any) -> str | None:
     value = key_metadata.get(RESERVATION) if isinstance(key_metadata, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def settlement_of(caller: Any) -> str | None:
+    """The id that names the settlement of a virtual key's request (see `key_caller`)."""
+    return settlement_in(getattr(caller, "metadata", None))
+
+
+def settlement_in(key_metadata: Any) -> str | None:
+    value = key_metadata.get(SETTLEMENT) if isinstance(key_metadata, dict) else None
     return value if isinstance(value, str) else None
 
 
