@@ -15,7 +15,6 @@ A call that fails gives its reservation back whole.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from collections import OrderedDict
 from typing import Any
@@ -28,7 +27,6 @@ from .hook import mpilot_auth
 log = logging.getLogger("mpilot.auth")
 
 _REMEMBERED = 10_000  # call ids remembered so that a call is settled once
-_ID_CHARS = 64  # a call id longer than this is remembered as its sha256 (64 hex digits)
 
 
 class KeySpend(CustomLogger):
@@ -39,12 +37,13 @@ class KeySpend(CustomLogger):
 
     async def async_post_call_success_hook(self, data: dict, user_api_key_dict: Any, response: Any) -> Any:
         key_id, reservation = host.virtual_key_of(user_api_key_dict), host.reservation_of(user_api_key_dict)
-        if not self._claim(data.get("litellm_call_id"), key_id, reservation):
+        settlement = host.settlement_of(user_api_key_dict)
+        if not self._claim(settlement, key_id, reservation):
             return None
         hidden = getattr(response, "_hidden_params", None) or {}
         usage = getattr(response, "usage", None)
         settling = self._settle(key_id, reservation, hidden.get("response_cost"),
-                                getattr(usage, "total_tokens", 0) or 0)
+                                getattr(usage, "total_tokens", 0) or 0, settlement)
         if mpilot_auth().ledger().local:
             await settling
             return None
@@ -58,8 +57,10 @@ class KeySpend(CustomLogger):
         payload = kwargs.get("standard_logging_object") or {}
         key_metadata = _logged_key_metadata(kwargs)
         key_id, reservation = host.virtual_key_in(key_metadata), host.reservation_in(key_metadata)
-        if self._claim(kwargs.get("litellm_call_id"), key_id, reservation):
-            await self._settle(key_id, reservation, payload.get("response_cost"), payload.get("total_tokens") or 0)
+        settlement = host.settlement_in(key_metadata)
+        if self._claim(settlement, key_id, reservation):
+            await self._settle(key_id, reservation, payload.get("response_cost"), payload.get("total_tokens") or 0,
+                               settlement)
 
     async def async_post_call_failure_hook(self, request_data: dict, original_exception: Exception,
                                            user_api_key_dict: Any, traceback_str: str | None = None) -> Any:
@@ -70,23 +71,24 @@ class KeySpend(CustomLogger):
                                       end_time: Any) -> None:
         await self._release(host.reservation_in(_logged_key_metadata(kwargs)))
 
-    def _claim(self, call_id: str | None, key_id: str | None, reservation: str | None) -> bool:
+    def _claim(self, settlement: str | None, key_id: str | None, reservation: str | None) -> bool:
         """Whether this hook settles the call: whichever of the two success hooks sees a call first
-        (LiteLLM may run them in either order); marked before any await, so the other one skips it."""
-        if not call_id or not (key_id or reservation):
+        (LiteLLM may run them in either order); marked before any await, so the other one skips it.
+        `settlement`: the request's own id, which the plugin chose (`host.settlement_of`)."""
+        if not settlement or not (key_id or reservation):
             return False
-        remembered = _remembered_id(call_id)
-        if remembered in self._settled:
+        if settlement in self._settled:
             return False
-        self._settled[remembered] = None
+        self._settled[settlement] = None
         while len(self._settled) > _REMEMBERED:
             self._settled.popitem(last=False)
         return True
 
-    async def _settle(self, key_id: str | None, reservation: str | None, cost: Any, tokens: Any) -> None:
+    async def _settle(self, key_id: str | None, reservation: str | None, cost: Any, tokens: Any,
+                      settlement: str) -> None:
         try:
             await mpilot_auth().settle(str(key_id) if key_id else None, reservation, float(cost or 0.0),
-                                       int(tokens or 0))
+                                       int(tokens or 0), settlement)
         except Exception as error:  # noqa: BLE001  # settling must never fail a request; the hold expires
             log.warning("MPilot spend not settled for key %s: %s", str(key_id)[:12], type(error).__name__)
 
@@ -97,12 +99,6 @@ class KeySpend(CustomLogger):
             await mpilot_auth().release(reservation)
         except Exception as error:  # noqa: BLE001  # the hold expires by itself
             log.warning("MPilot reservation not released: %s", type(error).__name__)
-
-
-def _remembered_id(call_id: str) -> str:
-    """A call id as `_settled` keeps it: LiteLLM takes a client's `x-litellm-call-id` as the call's id, so
-    one longer than a uuid is kept as its digest, and the memory stays bounded in bytes as well as entries."""
-    return call_id if len(call_id) <= _ID_CHARS else hashlib.sha256(call_id.encode()).hexdigest()
 
 
 def _logged_key_metadata(kwargs: dict[str, Any]) -> Any:
