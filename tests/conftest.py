@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import time
@@ -13,6 +14,7 @@ from .fake_upstream import FakeUpstream
 from .harness import MASTER_KEY, ProxyProcess, proxy_config_for
 from .jwt_issuer import JwksServer, ec_key, rsa_key
 from .loopback import free_port
+from .redis_servers import RedisCluster, RedisSentinel
 
 
 @pytest.fixture(scope="session")
@@ -41,7 +43,12 @@ def proxy(upstream: FakeUpstream, jwks: JwksServer, tmp_path_factory: pytest.Tem
 
 @pytest.fixture(scope="session")
 def redis_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    """A real redis-server on loopback for the session, empty at start."""
+    """A real redis-server on loopback for the session, empty at start; the one named by
+    `MPILOT_TEST_REDIS_PORT` when set (scripts/mutation.py starts it once, not once per mutant, and empties
+    it between mutants)."""
+    if os.environ.get("MPILOT_TEST_REDIS_PORT"):
+        yield int(os.environ["MPILOT_TEST_REDIS_PORT"])
+        return
     server = shutil.which("redis-server")
     assert server, "redis-server is missing: scripts/test installs it"
     port = free_port()
@@ -56,6 +63,23 @@ def redis_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     yield port
     process.terminate()
     process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    """A real 3-master Redis Cluster on loopback for the session; `flushall()` it where a test needs it empty."""
+    cluster = RedisCluster(tmp_path_factory.mktemp("redis-cluster")).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def redis_sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisSentinel]:
+    """A real master + replica + sentinel on loopback, one per test module: a failover test (`stop_master()`)
+    leaves it with no replica, so a module that fails over should do so last, or once."""
+    sentinel = RedisSentinel(tmp_path_factory.mktemp("redis-sentinel")).start()
+    yield sentinel
+    sentinel.stop()
 
 
 @pytest.fixture

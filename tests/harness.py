@@ -70,6 +70,9 @@ LIMITS: dict[str, dict[str, Any]] = {
     "documents": {"max_budget": 0.007049},  # three and a half answers of $0.002014: 2,000 tokens of documents
     "documents-stream": {"max_budget": 0.007049},  # the same, streamed
     "busy": {"max_budget": 1.0, "rpm_limit": 100_000},  # far from its limits: admitted in batches
+    "fleet-rpm": {"rpm_limit": 5},  # through a vk JWT on two proxies
+    "fleet-budget": {"max_budget": 0.00006, "user_id": "user-fleet", "team_id": "team-fleet"},  # two answers
+    "failover": {"max_budget": 1.0, "rpm_limit": 100_000},  # its Redis master is stopped mid-traffic
 }
 SOURCES = ("cfg", "store")
 HS_SECRET = "hs256-test-secret-0123456789abcdef"
