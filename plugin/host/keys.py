@@ -271,7 +271,7 @@ def _ledger_redis_client(usage_cache: Any) -> Any:
             # redis-py's default pool raises past 100 commands at once.
             pool = _redis.get_redis_connection_pool(**settings)
             return _redis.get_redis_async_client(connection_pool=pool, **settings)
-        except TypeError:  # a release whose client factories take other arguments
+        except (TypeError, AttributeError):  # a release whose client factories differ: LiteLLM's own client
             pass
     return usage_cache.init_async_client()
 
