@@ -1,4 +1,4 @@
-"""Mutation run: do the unit tests notice small changes to the translation and token/key code?
+"""Mutation run: do the unit tests notice small changes to the translation, token/key and money code?
 
 Each mutant is one small change to one file (a comparison, `and`/`or`, `not` dropped, an arithmetic
 operator, a constant anywhere, tables and keyword arguments included, a `return` value, a deleted
@@ -6,7 +6,7 @@ statement), made on the file's syntax tree and loaded in place of the real modul
 that execute the changed line run (`pytest -x`: first the tests that killed the definition's earlier
 mutants, then the fastest). A mutant is killed when a test fails (or it hangs past its timeout), survives
 when they all pass. Not mutated: docstrings, imports, function annotations, f-string text (messages),
-logging calls, `__all__`.
+logging calls, `__all__`, `Protocol` bodies, the ledger's Lua scripts (`NOT_PYTHON`).
 
 Not a library: mutmut 3 mutates only inside functions (not the error tables or pydantic `Field` bounds)
 and cosmic-ray changes no strings and deletes no statements; this is small and reaches both.
@@ -19,7 +19,10 @@ Unit tests only (in process, no proxy): `UNIT_TESTS`. Per-test line coverage com
 of them (`sys.settrace`), which picks the tests for each mutant and says which mutants sit on lines no
 unit test executes (they count as survivors in the score, and are left out of the score on covered lines).
 Each mutant runs in a forked child of this process (third-party imports are warm), in its own process
-group, with a timeout.
+group, with a timeout. The ledger's tests need a Redis: this process starts one redis-server per worker
+before forking, hands each child one (`MPILOT_TEST_REDIS_PORT`, which tests/conftest.py's `redis_port`
+honours) and empties it after the child, so no mutant sees what another left. Their Redis Cluster runs are
+left out (`DESELECTED`).
 """
 
 from __future__ import annotations
@@ -34,7 +37,10 @@ import itertools
 import json
 import math
 import os
+import shutil
 import signal
+import socket
+import subprocess
 import sys
 import tempfile
 import threading
@@ -61,10 +67,13 @@ TARGETS = [
     "plugin/cohere/tokenize.py",
     "plugin/auth/tokens.py",
     "plugin/auth/keys.py",
+    "plugin/auth/ledger.py",
+    "plugin/auth/allowance.py",
+    "plugin/auth/spend.py",
 ]
 
-# The in-process tests of these files. tests/test_ledger.py is left out: it exercises ledger.py (not
-# mutated here) and needs a Redis server.
+# The in-process tests of these files (tests/test_ledger.py's Redis runs use the redis-server this process
+# starts, see `_RedisServers`).
 UNIT_TESTS = [
     "tests/test_translate_request.py",
     "tests/test_translate_response.py",
@@ -78,11 +87,44 @@ UNIT_TESTS = [
     "tests/test_translate_models.py",
     "tests/test_jwt_verifier.py",
     "tests/test_virtual_keys.py",
+    "tests/test_ledger.py",
+    "tests/test_allowance.py",
+    "tests/test_ledger_steps.py",
+    "tests/test_allowance_edges.py",
+    "tests/test_spend_settlement.py",
+    "tests/test_spend_memory.py",
 ]
+
+# Tests of UNIT_TESTS not run here: tests/test_ledger.py's runs on a 3-master Redis Cluster (one started in
+# each mutant's child would take 2.5 s; RedisLedger's Python side is the same as on one redis-server).
+DESELECTED = ("[cluster]",)
+
+# Module-level constants that are not Python logic, by file: the ledger's Lua scripts. Each script's
+# behaviour is pinned by tests/test_ledger.py against a real Redis (a mutant's "" script would only show
+# that Redis refuses an empty script); what Python passes to them is mutated.
+NOT_PYTHON: dict[str, frozenset[str]] = {
+    "plugin/auth/ledger.py": frozenset({"_RATE_WINDOW", "_HOLDS", "_ADMIT", "_SETTLE", "_GIVE_BACK", "_RATE",
+                                        "_RENAME"}),
+}
 
 # Mutants that cannot change what the code does, by (file, definition, the changed line, change), each with
 # why. Keep this short and honest: a mutant listed here is never run, and an entry that matches no mutant
 # any more (the line changed) is reported, to be checked again.
+_LEDGER = "plugin/auth/ledger.py"
+_TYPE_ONLY = "a type alias: nothing checks a Literal's values at run time"
+_NEVER_PURGED = "any time before the clock's last second purges at the next step, 0.0 and 1.0 alike"
+_NO_TOTALS_YET = "a file below version 2 has no `held` table until this transaction makes it: nothing to delete"
+_SIGN = "`sign` is 1 or -1"
+_UNUSED = "a name in the anchor's slot that the script never touches; any suffix is as unused"
+_ABSENT = "the scripts take any negative number for a limit that is absent"
+_NO_BUDGET = "the script reads it only where a budget is given (its limit is then >= 0)"
+_EPOCH = "`oldest` is a Unix second of the clock, or -1: never 0"
+_NO_STEPS = "with no reservation and nothing to add, no owner is collected: no step runs either way"
+_HOLDING = "the hold's id is passed only to the step of the hold's owner, and there a reservation is set"
+_NOTHING_BACK = "with nothing to give back the script changes nothing (one round trip more)"
+_HOLD_IFF_AMOUNT = "a ledger makes a reservation exactly where the amount is > 0"
+_TASK_KEPT = ("keeps a reference to the running give-back so it is not collected half way; a test cannot make "
+              "the collector run at that moment")
 _STATUSES = "400 and 500 are kept by the rule for statuses outside the set as well"
 _UNREACHED = "400 and 500 are in the set of kept statuses: they never reach this rule"
 _DEFAULT_4XX = "without this entry a 4xx gets the same default (and 401's own entry comes later in the literal)"
@@ -162,6 +204,109 @@ EQUIVALENT: dict[tuple[str, str, str, str], str] = {
     ("plugin/auth/keys.py", "_datetime", 'parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))',
      "'+00:00' -> '' in argument 2 of `str(value).replace`"):
         "Python 3.11 reads `Z` itself; a time without a zone is taken as UTC anyway",
+    # The money code: ledger.py (its Python side), allowance.py, spend.py.
+    (_LEDGER, "<module>", 'Refusal = Literal["requests", "tokens", "budget"]', "'requests' -> ''"): _TYPE_ONLY,
+    (_LEDGER, "<module>", 'Refusal = Literal["requests", "tokens", "budget"]', "'tokens' -> ''"): _TYPE_ONLY,
+    (_LEDGER, "<module>", 'Refusal = Literal["requests", "tokens", "budget"]', "'budget' -> ''"): _TYPE_ONLY,
+    (_LEDGER, "SqliteLedger.__init__", "self._purged_at = 0.0", "0.0 -> 1.0"): _NEVER_PURGED,
+    (_LEDGER, "SqliteLedger._run", "self._purged_at = now if _sqlite_purge(db, now) else 0.0",
+     "0.0 -> 1.0 in `now if _sqlite_purge(db, now) else 0.0`"): _NEVER_PURGED,
+    (_LEDGER, "SqliteLedger.check", "db = sqlite3.connect(path, timeout=30, isolation_level=None)",
+     "30 -> 31 in `timeout=`"): "how long a proxy's start waits for a file another process is bringing up to date",
+    (_LEDGER, "SqliteLedger.check", "db.close()", "delete `db.close()`"):
+        "the connection is closed when it is collected, at the end of the call; nothing was left open in it",
+    (_LEDGER, "_sqlite_prepare", "if version < SCHEMA_VERSION:", "`<` -> `<=` in `version < SCHEMA_VERSION`"):
+        "bringing a file of this version up to date again changes nothing: every statement is IF NOT EXISTS and "
+        "the totals are summed again from the same holds",
+    (_LEDGER, "_sqlite_prepare", 'db.execute("DELETE FROM held")', "delete `db.execute('DELETE FROM held')`"):
+        _NO_TOTALS_YET,
+    (_LEDGER, "_sqlite_prepare", 'db.execute("DELETE FROM held")',
+     "'DELETE FROM held' -> '' in argument 1 of `db.execute`"): _NO_TOTALS_YET,
+    (_LEDGER, "_sqlite_drop_holds", "if not holds:", "delete `if not holds: return`"):
+        "with no holds, every statement after it runs over an empty list",
+    (_LEDGER, "_sqlite_add_held", "if sign < 0:", "`<` -> `<=` in `sign < 0`"): _SIGN,
+    (_LEDGER, "_sqlite_add_held", "if sign < 0:", "0 -> 1 in `sign < 0`"): _SIGN,
+    (_LEDGER, "_sqlite_admit", "requests_used = 0", "0 -> 1"):
+        "read only where a requests limit is set, and then always assigned first",
+    (_LEDGER, "_granted", "if limits.batch <= 1 or limits.tokens is not None:", "`<=` -> `<` in `limits.batch <= 1`"):
+        "a batch of one goes on to grant min(1, ...) and then at least 1: one either way",
+    (_LEDGER, "_sqlite_give_back", "if reservation is not None and nanos > 0:", "`>` -> `>=` in `nanos > 0`"):
+        "taking 0 nano-dollars from a hold changes no row (a total is dropped only at 0, and a hold is never 0)",
+    (_LEDGER, "_sqlite_give_back", "if requests is not None and requests[2] > 0:", "`>` -> `>=` in `requests[2] > 0`"):
+        "taking 0 requests from a second changes no row (no second is ever counted at 0)",
+    (_LEDGER, "RedisLedger.admit", 'unused = near(anchor, "unused")', "'unused' -> '' in argument 2 of `near`"):
+        _UNUSED,
+    (_LEDGER, "RedisLedger.admit", "holds = _holds_of(budget.counter) if budget is not None else (unused,) * 3",
+     "3 -> 4 in `(unused,) * 3`"): "a name more after the six the script reads: it never reads KEYS[7]",
+    (_LEDGER, "RedisLedger.admit",
+     "requests, tokens = limits.requests or (unused, -1), limits.tokens or (unused, -1)", "1 -> 2 in `-1`"): _ABSENT,
+    (_LEDGER, "RedisLedger.admit",
+     "args=[repr(now), RATE_WINDOW_SECONDS, requests[1], tokens[1], budget.limit if budget else -1,",
+     "1 -> 2 in `-1`"): _ABSENT,
+    (_LEDGER, "RedisLedger.admit", "ttl = budget.ttl if budget else 0", "0 -> 1 in `budget.ttl if budget else 0`"):
+        _NO_BUDGET,
+    (_LEDGER, "RedisLedger.admit", 'budget.amount if budget else 0, ttl, reservation or "",',
+     "0 -> 1 in `budget.amount if budget else 0`"): _NO_BUDGET,
+    (_LEDGER, "RedisLedger.admit", 'budget.amount if budget else 0, ttl, reservation or "",',
+     "'' -> 'XX' in `reservation or ''`"): "the id is written only where an amount is reserved, and then it is set",
+    (_LEDGER, "RedisLedger.admit",
+     "budget.spent_elsewhere if budget else 0, limits.batch, BATCH_ROOM, SWEEP_MOST, repr(now + ttl)])",
+     "0 -> 1 in `budget.spent_elsewhere if budget else 0`"): _NO_BUDGET,
+    (_LEDGER, "RedisLedger.admit", "retry_after=_retry_after(None if int(oldest) < 0 else int(oldest), now))",
+     "0 -> 1 in `int(oldest) < 0`"): _EPOCH,
+    (_LEDGER, "RedisLedger.admit", "retry_after=_retry_after(None if int(oldest) < 0 else int(oldest), now))",
+     "`<` -> `<=` in `int(oldest) < 0`"): _EPOCH,
+    (_LEDGER, "RedisLedger.settle", "if reservation is None and (amount <= 0 or not counters):",
+     "delete `if reservation is None and (amount <= 0 or not counters):...`"): _NO_STEPS,
+    (_LEDGER, "RedisLedger.settle", "if reservation is None and (amount <= 0 or not counters):",
+     "`or` -> `and` in `amount <= 0 or not counters`"): _NO_STEPS,
+    (_LEDGER, "RedisLedger.settle", "if reservation is None and (amount <= 0 or not counters):",
+     "`<=` -> `<` in `amount <= 0`"): _NO_STEPS,
+    (_LEDGER, "RedisLedger.settle", 'hold, part = _split_part(reservation) if reservation else ("", None)',
+     "'' -> 'XX'"): _HOLDING,
+    (_LEDGER, "RedisLedger.settle",
+     'args=[SETTLED_MEMORY_SECONDS, hold if holding else "", "" if part is None else part, amount,',
+     "'' -> 'XX' in `hold if holding else ''`"): "an owner's step that holds nothing: its counters' slot has no "
+                                                 "hold named XX",
+    (_LEDGER, "RedisLedger.settle", "for name, ttl in counters if amount > 0 else ():", "`>` -> `>=` in `amount > 0`"):
+        "a step of 0 nano-dollars only marks the settlement in the counters' slot: the script adds nothing at 0",
+    (_LEDGER, "RedisLedger.give_back", "hold = _split_part(reservation)[0] if reservation and nanos > 0 else None",
+     "`>` -> `>=` in `nanos > 0`"): "the script takes nothing from a hold when nanos is 0",
+    (_LEDGER, "RedisLedger.give_back", "if hold is None and (requests is None or requests[2] <= 0):",
+     "delete `if hold is None and (requests is None or requests[2] <= 0...`"): _NOTHING_BACK,
+    (_LEDGER, "RedisLedger.give_back", "if hold is None and (requests is None or requests[2] <= 0):",
+     "`<=` -> `<` in `requests[2] <= 0`"): _NOTHING_BACK,
+    (_LEDGER, "RedisLedger.give_back", 'counter, second, count = requests or ("", 0, 0)', "'' -> 'XX'"):
+        "on one server the name is unread without requests; on a cluster its other slot fails the step (pinned by "
+        "the cluster run of tests/test_ledger.py, not run here)",
+    (_LEDGER, "RedisLedger.give_back", 'counter, second, count = requests or ("", 0, 0)', "0 -> 1"):
+        "without requests the unused hash has no second to take from",
+    (_LEDGER, "RedisLedger.give_back",
+     'await self._give_back(keys=[*_holds_of(anchor), counter or near(anchor, "unused")],',
+     "'unused' -> '' in argument 2 of `near`"): _UNUSED,
+    (_LEDGER, "RedisLedger.give_back", 'args=[hold or "", nanos, second, count])', "'' -> 'XX' in `hold or ''`"):
+        "no hold is named XX: taking from it changes nothing",
+    (_LEDGER, "RedisLedger.rename",
+     'async for name in self._client.scan_iter(match=prefix.replace("[", "\\\\[") + "*", count=1000):',
+     "1000 -> 1001 in `count=`"): "how many names each SCAN round trip asks for, not which",
+    (_LEDGER, "RedisLedger.rename", 'await self._client.set(RENAMED_MARK, "1")',
+     "'1' -> '' in argument 2 of `self._client.set`"): "the mark is read for being there, not for its value",
+    ("plugin/auth/allowance.py", "Allowances.keep",
+     "amount = limits.budget.amount if limits.budget is not None else 0",
+     "0 -> 1 in `limits.budget.amount if limits.budget...`"):
+        "without a budget there is no hold: what is given back of it is skipped by every ledger",
+    ("plugin/auth/allowance.py", "Allowances.keep",
+     "own = part_of(admission.reservation, amount, 0) if admission.reservation and amount > 0 else None",
+     "`and` -> `or` in `admission.reservation and amount > 0`"): _HOLD_IFF_AMOUNT,
+    ("plugin/auth/allowance.py", "Allowances.keep",
+     "own = part_of(admission.reservation, amount, 0) if admission.reservation and amount > 0 else None",
+     "`>` -> `>=` in `amount > 0`"): _HOLD_IFF_AMOUNT,
+    ("plugin/auth/allowance.py", "Allowances._give_back", "self._giving_back.add(task)",
+     "delete `self._giving_back.add(task)`"): _TASK_KEPT,
+    ("plugin/auth/allowance.py", "Allowances._give_back", "task.add_done_callback(self._giving_back.discard)",
+     "delete `task.add_done_callback(self._giving_back.discard)`"): _TASK_KEPT,
+    ("plugin/auth/spend.py", "<module>", "_REMEMBERED = 10_000  # call ids remembered so that a call is settled once",
+     "10000 -> 10001"): "how many names are remembered; tests/test_spend_memory.py pins that the oldest go",
 }
 
 # Third-party modules the tests import, loaded once here so that each forked child starts warm (LiteLLM's
@@ -229,7 +374,7 @@ class _Context:
     skipped: set[ast.AST] = field(default_factory=set)  # subtrees never mutated
 
 
-def _tree(source: str) -> tuple[ast.Module, list[ast.AST], _Context]:
+def _tree(source: str, file: str = "") -> tuple[ast.Module, list[ast.AST], _Context]:
     tree = ast.parse(source)
     nodes = list(ast.walk(tree))
     context = _Context()
@@ -241,16 +386,20 @@ def _tree(source: str) -> tuple[ast.Module, list[ast.AST], _Context]:
                         context.parents[child] = (node, name, position)
             elif isinstance(value, ast.AST):
                 context.parents[value] = (node, name, None)
+    scripts = NOT_PYTHON.get(file, frozenset())
     for node in nodes:
         for skip in _not_mutated(node, context):
             context.skipped.update(ast.walk(skip))
+        if isinstance(node, ast.Assign) and isinstance(context.parents.get(node, (None,))[0], ast.Module) \
+                and any(isinstance(target, ast.Name) and target.id in scripts for target in node.targets):
+            context.skipped.update(ast.walk(node))
     return tree, nodes, context
 
 
 def _not_mutated(node: ast.AST, context: _Context) -> Iterator[ast.AST]:
     """Subtrees that are not behaviour: docstrings, imports, function annotations (never evaluated under
     `from __future__ import annotations`; class-level ones are kept: pydantic reads them), message text in
-    f-strings, what is logged, `__all__`."""
+    f-strings, what is logged, `__all__`, the body of a `Protocol` class."""
     if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body \
             and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant) \
             and isinstance(node.body[0].value.value, str):
@@ -272,6 +421,9 @@ def _not_mutated(node: ast.AST, context: _Context) -> Iterator[ast.AST]:
         yield node
     if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets):
         yield node
+    if isinstance(node, ast.ClassDef) and any(isinstance(base, ast.Name) and base.id == "Protocol"
+                                              for base in node.bases):
+        yield from node.body  # a typing.Protocol's members are for type checkers: nothing calls them
 
 
 def _in_function_body(node: ast.AST, context: _Context) -> bool:
@@ -386,7 +538,7 @@ def _replace_statement(kind: type[ast.stmt]) -> Callable[[ast.AST, _Context], No
 def mutants_of(file: str) -> list[Mutant]:
     source = (ROOT / file).read_text()
     source_lines = source.splitlines()
-    _, nodes, context = _tree(source)
+    _, nodes, context = _tree(source, file)
     found = []
     for index, node in enumerate(nodes):
         if node in context.skipped:
@@ -404,7 +556,7 @@ def mutants_of(file: str) -> list[Mutant]:
 
 def mutated_code(mutant: Mutant) -> Any:
     source = (ROOT / mutant.file).read_text()
-    tree, nodes, context = _tree(source)
+    tree, nodes, context = _tree(source, mutant.file)
     node = nodes[mutant.index]
     for operator, change, apply in _variants(node, context):
         if (operator, change) == (mutant.operator, mutant.change):
@@ -446,6 +598,9 @@ class _Select:
 
     def pytest_collection_modifyitems(self, session: Any, config: Any, items: list[Any]) -> None:
         if self._order is None:
+            left_out = [item for item in items if any(part in item.nodeid for part in DESELECTED)]
+            config.hook.pytest_deselected(items=left_out)
+            items[:] = [item for item in items if item not in left_out]
             return
         order = self._order
         kept = sorted((item for item in items if item.nodeid in order), key=lambda item: order[item.nodeid])
@@ -468,8 +623,9 @@ def _pytest(test_files: list[str], nodeids: list[str] | None, plugins: list[Any]
     return int(pytest.main(args, plugins=[_Select(nodeids), *plugins]))
 
 
-def _child(run: Callable[[], int], output: str | None = None) -> int:
-    """Fork; the child runs `run` in its own process group with its output discarded (or in `output`)."""
+def _child(run: Callable[[], int], output: str | None = None, redis_port: int | None = None) -> int:
+    """Fork; the child runs `run` in its own process group with its output discarded (or in `output`), its
+    tests' Redis the server at `redis_port`."""
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
@@ -478,6 +634,8 @@ def _child(run: Callable[[], int], output: str | None = None) -> int:
     code = 3
     try:
         os.setpgid(0, 0)
+        if redis_port is not None:
+            os.environ["MPILOT_TEST_REDIS_PORT"] = str(redis_port)
         sink = os.open(output or os.devnull, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
         os.dup2(sink, 1)
         os.dup2(sink, 2)
@@ -510,6 +668,70 @@ def _kill(pid: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
+
+
+class _RedisServers:
+    """One redis-server per worker, started before any child is forked; a child is handed one no other
+    child uses (`take`), which is emptied once it is done (`done`): keys one mutant left (a counter a
+    mutated rename did not move, holds of a child killed mid-test) cannot change what the next one sees."""
+
+    def __init__(self, count: int, folder: str) -> None:
+        server = shutil.which("redis-server")
+        if server is None:
+            sys.exit("redis-server is missing (tests/test_ledger.py needs one): scripts/test installs it")
+        self._processes: list[subprocess.Popen[bytes]] = []
+        self._free: list[int] = []
+        for port in _free_ports(count):
+            self._processes.append(subprocess.Popen(
+                [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                 "--dir", folder, "--dbfilename", f"{port}.rdb"], stdout=subprocess.DEVNULL))
+            self._free.append(port)
+        deadline = time.monotonic() + 10
+        for port in self._free:
+            while _redis_says(port, "PING") != b"+PONG":
+                if time.monotonic() > deadline:
+                    sys.exit(f"redis-server on port {port} did not start")
+                time.sleep(0.02)
+
+    def take(self) -> int:
+        return self._free.pop(0)
+
+    def done(self, port: int) -> None:
+        if _redis_says(port, "FLUSHALL", "SYNC") != b"+OK":
+            sys.exit(f"redis-server on port {port} could not be emptied")
+        self._free.append(port)
+
+    def stop(self) -> None:
+        for process in self._processes:
+            process.terminate()
+        for process in self._processes:
+            process.wait(timeout=10)
+
+
+def _free_ports(count: int) -> list[int]:
+    ports: set[int] = set()
+    while len(ports) < count:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            ports.add(probe.getsockname()[1])
+    return sorted(ports)
+
+
+def _redis_says(port: int, *command: str) -> bytes | None:
+    """The first line of a redis-server's answer to `command`, None when it does not answer."""
+    request = f"*{len(command)}\r\n" + "".join(f"${len(word)}\r\n{word}\r\n" for word in command)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
+            connection.sendall(request.encode())
+            answer = b""
+            while not answer.endswith(b"\r\n"):
+                chunk = connection.recv(256)
+                if not chunk:
+                    return None
+                answer += chunk
+    except OSError:
+        return None
+    return answer.split(b"\r\n", 1)[0]
 
 
 # ------------------------------------------------------------------------------------- line coverage
@@ -569,10 +791,12 @@ def _trace_run(test_files: list[str], out: str) -> int:
     return code
 
 
-def line_coverage(test_files: list[str]) -> Coverage:
+def line_coverage(test_files: list[str], servers: _RedisServers) -> Coverage:
     with tempfile.TemporaryDirectory() as folder:
         out, log = f"{folder}/coverage.json", f"{folder}/pytest.log"
-        code = _wait(_child(lambda: _trace_run(test_files, out), log), 900)
+        port = servers.take()
+        code = _wait(_child(lambda: _trace_run(test_files, out), log, port), 900)
+        servers.done(port)
         if code != 0:
             sys.exit(f"the unit tests do not pass unchanged (exit {code}):\n{Path(log).read_text()[-3000:]}")
         data = json.loads(Path(out).read_text())
@@ -618,14 +842,18 @@ def _run_mutant(mutant: Mutant | None, tests: list[str], killer_file: str, file:
     return _pytest(files, tests, [_FirstFailure(killer_file)], first_failure=True)
 
 
-def check_harness(files: list[str], coverage: Coverage) -> None:
+def check_harness(files: list[str], coverage: Coverage, servers: _RedisServers) -> None:
     """Each file, unchanged but loaded as a mutant is, must pass all its tests: else a "kill" could be the
     harness's doing."""
     with tempfile.TemporaryDirectory() as folder:
         for file in files:
             tests = sorted({test for test, by_file in coverage.lines.items() if by_file.get(file)})
-            pid = _child(lambda f=file, t=tests: _run_mutant(None, t, f"{folder}/failed", f))
+            if not tests:  # no unit test runs its code: every mutant of it is uncovered
+                continue
+            port = servers.take()
+            pid = _child(lambda f=file, t=tests: _run_mutant(None, t, f"{folder}/failed", f), redis_port=port)
             code = _wait(pid, 60 + 3 * sum(coverage.durations.get(test, 0.0) for test in tests))
+            servers.done(port)
             if code != 0:
                 failed = Path(f"{folder}/failed").read_text() if os.path.exists(f"{folder}/failed") else "?"
                 sys.exit(f"{file} unchanged, loaded as a mutant, fails its tests (exit {code}, first {failed})")
@@ -653,7 +881,8 @@ class _Killers:
             del known[5:]
 
 
-def run(mutants: list[Mutant], coverage: Coverage, workers: int, progress: bool) -> list[Result]:
+def run(mutants: list[Mutant], coverage: Coverage, workers: int, progress: bool,
+        servers: _RedisServers) -> list[Result]:
     results: list[Result] = []
     queue: list[tuple[Mutant, list[str]]] = []
     for mutant in mutants:
@@ -663,7 +892,7 @@ def run(mutants: list[Mutant], coverage: Coverage, workers: int, progress: bool)
             results.append(Result(mutant, "uncovered"))
         else:
             queue.append((mutant, coverage.tests_for(mutant)))
-    running: dict[int, tuple[Mutant, list[str], float, float, str]] = {}
+    running: dict[int, tuple[Mutant, list[str], float, float, str, int]] = {}
     total, done = len(queue), 0
     killers = _Killers()
     serial = itertools.count()
@@ -675,11 +904,13 @@ def run(mutants: list[Mutant], coverage: Coverage, workers: int, progress: bool)
                 tests = killers.order(mutant, tests)
                 expected = sum(coverage.durations.get(test, 0.0) for test in tests)
                 killer_file = f"{folder}/{next(serial)}"
-                pid = _child(lambda m=mutant, t=tests, k=killer_file: _run_mutant(m, t, k))
-                running[pid] = (mutant, tests, time.monotonic(), 10 + 2 * expected, killer_file)  # traced: slower
+                port = servers.take()
+                pid = _child(lambda m=mutant, t=tests, k=killer_file: _run_mutant(m, t, k), redis_port=port)
+                timeout = 10 + 2 * expected  # the durations were traced: slower
+                running[pid] = (mutant, tests, time.monotonic(), timeout, killer_file, port)
             time.sleep(0.02)
             for pid in list(running):
-                mutant, tests, started, timeout, killer_file = running[pid]
+                mutant, tests, started, timeout, killer_file, port = running[pid]
                 finished, status = os.waitpid(pid, os.WNOHANG)
                 elapsed = time.monotonic() - started
                 if finished:
@@ -691,6 +922,7 @@ def run(mutants: list[Mutant], coverage: Coverage, workers: int, progress: bool)
                 else:
                     continue
                 del running[pid]
+                servers.done(port)
                 done += 1
                 killer = Path(killer_file).read_text() if os.path.exists(killer_file) else None
                 if outcome == "killed" and killer:
@@ -776,13 +1008,18 @@ def main(argv: list[str] | None = None) -> int:
     mutants = [mutant for file in files for mutant in mutants_of(file)]
     keys = Counter(mutant.key for mutant in mutants_of_all())
     for key in EQUIVALENT:
-        if keys[key] != 1:
-            print(f"warning: EQUIVALENT entry matches {keys[key]} mutants, not 1: {key}", file=sys.stderr)
-    coverage = line_coverage(UNIT_TESTS)
-    print(f"{len(mutants)} mutants in {len(files)} files; {len(coverage.durations)} unit tests "
-          f"({sum(coverage.durations.values()):.1f} s)", file=sys.stderr)
-    check_harness(files, coverage)
-    results = run(mutants, coverage, options.workers, options.progress)
+        if keys[key] == 0:
+            print(f"warning: EQUIVALENT entry matches no mutant (its line changed?): {key}", file=sys.stderr)
+    with tempfile.TemporaryDirectory() as folder:
+        servers = _RedisServers(options.workers, folder)
+        try:
+            coverage = line_coverage(UNIT_TESTS, servers)
+            print(f"{len(mutants)} mutants in {len(files)} files; {len(coverage.durations)} unit tests "
+                  f"({sum(coverage.durations.values()):.1f} s)", file=sys.stderr)
+            check_harness(files, coverage, servers)
+            results = run(mutants, coverage, options.workers, options.progress, servers)
+        finally:
+            servers.stop()
     if options.json:
         Path(options.json).write_text(json.dumps([{**r.mutant.__dict__, "lines": sorted(r.mutant.lines),
                                                    "outcome": r.outcome, "tests": r.tests, "seconds": r.seconds,

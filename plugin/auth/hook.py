@@ -260,7 +260,8 @@ class MPilotAuth:
     async def settle(self, key_id: str | None, reservation: str | None, cost: float, tokens: int,
                      call: str | None = None) -> None:
         """A call ended: its reservation is replaced by what it cost, and its tokens count per minute.
-        `call` (LiteLLM's call id) names the settlement: settled again under it, it counts once."""
+        `call` (the id the plugin gave the request, `host.settlement_of`) names the settlement: settled again
+        under it, it counts once."""
         reservation = self._first_end(reservation)
         key = await self.find_key(key_id) if key_id else None
         ledger = await self.store()
