@@ -13,7 +13,7 @@ from . import host
 from .auth.hook import mpilot_auth
 from .auth.ledger import SqliteLedger
 from .auth.spend import key_spend
-from .routes import chat, embed, key_info, models, not_found
+from .routes import chat, embed, health, key_info, models, not_found
 
 
 def refuse_to_start(reason: str) -> NoReturn:
@@ -48,6 +48,7 @@ class CohereV2Chat(CustomLogger):
         host.mount_as(chat.router, chat.VIEWS)
         host.mount_as(embed.router, embed.VIEWS)
         host.mount(key_info.router)
+        host.mount(health.router)
         host.mount_without_model_calls(models.router)
         host.register_callback(key_spend)
         host.warm_up()

@@ -73,6 +73,8 @@ LIMITS: dict[str, dict[str, Any]] = {
     "fleet-rpm": {"rpm_limit": 5},  # through a vk JWT on two proxies
     "fleet-budget": {"max_budget": 0.00006, "user_id": "user-fleet", "team_id": "team-fleet"},  # two answers
     "failover": {"max_budget": 1.0, "rpm_limit": 100_000},  # its Redis master is stopped mid-traffic
+    "outage": {"max_budget": 1.0, "rpm_limit": 100_000},  # its limits store is stopped, frozen, locked
+    "alone": {"max_budget": 0.0001},  # four answers, counted by one proxy alone while its store is down
 }
 SOURCES = ("cfg", "store")
 HS_SECRET = "hs256-test-secret-0123456789abcdef"

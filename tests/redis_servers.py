@@ -3,6 +3,8 @@
     cluster = RedisCluster(workdir).start()     # .ports, .startup_nodes, .flushall(), .stop()
     sentinel = RedisSentinel(workdir).start()   # .sentinel_nodes, .service_name, .master_port(),
                                                 # .stop_master(), .wait_for_failover(), .stop()
+    server = FaultyRedis(workdir).start()       # one server to fail for real: .down(), .up() (same port,
+                                                # same data: append-only file), .freeze(), .thaw(), .stop()
 
 The shapes of `startup_nodes` and `sentinel_nodes` are those LiteLLM's `coordination_redis` settings take.
 Each process logs to <workdir>/<name>.log; assertion messages name the log to read.
@@ -10,7 +12,9 @@ Each process logs to <workdir>/<name>.log; assertion messages name the log to re
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -140,6 +144,42 @@ class RedisCluster:
             assert cli(port, "flushall") == "OK", f"FLUSHALL failed on {port}"
 
     def stop(self) -> None:
+        self._processes.stop()
+
+
+class FaultyRedis:
+    """One redis-server whose faults are real: stopped (connections refused), frozen by SIGSTOP (connections
+    open, nothing answered), and started again on the same port with what it held (an append-only file,
+    synced at every write)."""
+
+    def __init__(self, workdir: Path) -> None:
+        self._processes = _Processes(workdir)
+        self.port = free_port()
+        self._frozen = False
+
+    def start(self) -> FaultyRedis:
+        argv = self._processes.server_argv(self.port)
+        argv[argv.index("--appendonly") + 1] = "yes"
+        self._processes.spawn(self.port, f"redis-{self.port}", [*argv, "--appendfsync", "always"])
+        return self
+
+    up = start
+
+    def down(self) -> None:
+        self.thaw()
+        self._processes.terminate(self.port)
+
+    def freeze(self) -> None:
+        os.kill(self._processes.by_port[self.port].pid, signal.SIGSTOP)
+        self._frozen = True
+
+    def thaw(self) -> None:
+        if self._frozen:
+            os.kill(self._processes.by_port[self.port].pid, signal.SIGCONT)
+            self._frozen = False
+
+    def stop(self) -> None:
+        self.thaw()
         self._processes.stop()
 
 

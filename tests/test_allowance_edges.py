@@ -301,20 +301,27 @@ def test_an_allowance_of_free_requests_has_nothing_to_give_back(ledger: SqliteLe
     assert on_loop(test) == [4, None, 0]
 
 
-def test_a_give_back_the_store_refuses_is_logged(ledger: SqliteLedger, caplog: pytest.LogCaptureFixture) -> None:
-    """The hold expires and the requests slide out of the minute by themselves: the request goes on."""
+def test_a_give_back_the_store_refuses_is_not_logged_again_and_anything_else_is(
+        ledger: SqliteLedger, caplog: pytest.LogCaptureFixture) -> None:
+    """The hold expires and the requests slide out of the minute by themselves: the request goes on. A store
+    that is down is logged once per outage by the guard, not once per allowance; another failure is logged."""
     limits = batch_of(4, counter(), counter())
     down = RedisLedger(redis.asyncio.Redis(port=free_port(), retry=Retry(NoBackoff(), 0)))
 
+    class Broken:
+        async def give_back(self, *args: object) -> None:
+            raise RuntimeError("a bug")
+
     async def test(loop: Loop) -> None:
-        allowances = Allowances()
-        allowances.keep(limits, await ledger.admit(limits), ledger)
-        await allowances.end(limits, down)
+        for store in (down, Broken()):
+            allowances = Allowances()
+            allowances.keep(limits, await ledger.admit(limits), ledger)
+            await allowances.end(limits, store)  # type: ignore[arg-type]
 
     with caplog.at_level(logging.WARNING, logger="mpilot.auth"):
         on_loop(test)
     assert [(r.name, r.getMessage()) for r in caplog.records] \
-        == [("mpilot.auth", "MPilot allowance not given back: StoreUnavailable")]
+        == [("mpilot.auth", "MPilot allowance not given back: RuntimeError")]
 
 
 # --- which limits share one -------------------------------------------------------------------------------

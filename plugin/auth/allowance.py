@@ -19,7 +19,7 @@ import asyncio
 import logging
 from dataclasses import dataclass, replace
 
-from .ledger import Admission, Ledger, Limits, part_of
+from .ledger import Admission, Ledger, Limits, StoreUnavailable, part_of
 
 log = logging.getLogger("mpilot.auth")
 
@@ -129,6 +129,8 @@ async def _give_back(ledger: Ledger, reservation: str | None, nanos: int,
         return
     try:
         await ledger.give_back(reservation, nanos, requests)
+    except StoreUnavailable:
+        pass  # the store's outage is logged once (`guard`); the hold expires, the requests slide out of the minute
     except Exception as error:  # noqa: BLE001  # the hold expires, the requests slide out of the minute
         log.warning("MPilot allowance not given back: %s", type(error).__name__)
 

@@ -15,11 +15,14 @@ plugin's ledger. Messages name the key by its id prefix, never the key or token.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import uuid
 from collections import OrderedDict
 from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -28,6 +31,8 @@ from fastapi import Request
 from .. import host
 from ..cohere.errors import redact
 from .allowance import BATCH, Allowances
+from .guard import StoreGuard
+from .journal import Journal, Settlement
 from .keys import (
     EARLIER_SPEND_PREFIX,
     KEY_PREFIX,
@@ -37,7 +42,7 @@ from .keys import (
     limit_settings,
     renamed_spend_counter,
 )
-from .ledger import Admission, Budget, Ledger, Limits, StoreUnavailable, to_dollars, to_nanos
+from .ledger import Admission, Budget, Ledger, Limits, SqliteLedger, StoreUnavailable, to_dollars, to_nanos
 from .tokens import MPilotJwtVerifier, TokenRejected, jwt_settings, looks_like_jwt
 
 log = logging.getLogger("mpilot.auth")
@@ -46,6 +51,8 @@ BOUND_ROOM = 100  # a bound is reserved while a budget has room for this many su
 ROOMS_KEPT = 10_000  # budgets (of a key, in a window) whose room this process remembers
 FINISHED_KEPT = 10_000  # reservations whose end this process remembers
 STORE_RETRY_SECONDS = 1  # Retry-After of a request refused while the ledger's store is unavailable
+STORE_DOWN_MESSAGE = "the limits store of this proxy is unavailable; retry shortly"
+ALONE = "alone:"  # a reservation made in this process's own ledger while the store was down (`local`)
 
 
 class Refused(Exception):
@@ -64,30 +71,45 @@ class MPilotAuth:
         self.verifier = MPilotJwtVerifier(self.jwt)
         self.keys = config_keys(settings.get("virtual_keys"))
         self.limits = limit_settings(settings.get("limits"))
-        self._ledger: Ledger | None = None
+        self._ledger: StoreGuard | None = None
+        self._journal: Journal | None = None
+        self._alone: SqliteLedger | None = None  # `on_store_down: local`: this process's counts meanwhile
         self._renamed: asyncio.Task[None] | None = None  # the earlier layout's counters, moved once
-        self._store_down = False  # logged once per outage
+        self._store_down = False  # since the guard said so: its return is logged
+        self._replays: set[asyncio.Task[None]] = set()
         # budget counter -> what this process last saw left of it, and the reservation it last made there
         self._room: dict[str, tuple[int, int]] = {}
         self.allowances = Allowances()
         self._finished: OrderedDict[str, None] = OrderedDict()  # reservations settled or released here
 
-    def ledger(self) -> Ledger:
+    def ledger(self) -> StoreGuard:
         """Where limits are counted: Redis when the proxy has one (every proxy shares it), else the
-        SQLite file every worker of this machine shares. Chosen on first use: LiteLLM finds a Redis
-        named only by REDIS_HOST after it loads the plugin."""
+        SQLite file every worker of this machine shares; each step within `store_timeout` seconds
+        (`guard`). Chosen on first use: LiteLLM finds a Redis named only by REDIS_HOST after it loads
+        the plugin."""
         if self._ledger is None:
-            self._ledger = host.make_ledger(self.limits.ledger_path)
+            self._ledger = StoreGuard(host.make_ledger(self.limits.ledger_path), self.limits.store_timeout,
+                                      self._store_changed)
         return self._ledger
+
+    def journal(self) -> Journal:
+        """Where spend answered while the store is down waits for it (a folder beside the ledger's file)."""
+        if self._journal is None:
+            self._journal = Journal(host.ledger_file(self.limits.journal_path), self.limits.journal_max_bytes)
+        return self._journal
 
     async def store(self) -> Ledger:
         """The ledger, once this process has moved the earlier layout's spend counters to today's names
-        (every process does, at its first step; a step after the first waits for nothing)."""
+        (every process does, at its first step; a step after the first waits for nothing). A step waits
+        for the move `store_timeout` seconds at most: the store is unavailable to it until then."""
         ledger = self.ledger()
         if self._renamed is None:
             self._renamed = asyncio.ensure_future(self._rename(ledger))
         if not self._renamed.done():
-            await asyncio.shield(self._renamed)
+            try:
+                await asyncio.wait_for(asyncio.shield(self._renamed), self.limits.store_timeout)
+            except TimeoutError:
+                raise StoreUnavailable(f"{ledger.kind} ledger: still moving an earlier release's counters") from None
         return ledger
 
     async def _rename(self, ledger: Ledger) -> None:
@@ -99,18 +121,37 @@ class MPilotAuth:
         if moved:
             log.warning("MPilot limits: moved %d spend counters of an earlier release to today's names", moved)
 
-    def store_failed(self, error: StoreUnavailable) -> Refused:
-        if not self._store_down:
+    def _store_changed(self, up: bool, reason: str | None) -> None:
+        """The guard's news, once per change: a line in the log; when the store answers (the first time,
+        and after an outage), what the journal holds is settled."""
+        if not up:
             self._store_down = True
-            log.error("MPilot limits store unavailable (%s): limited keys are refused with 503 until it is back",
-                      error)
-        return Refused(503, "the limits store of this proxy is unavailable; retry shortly",
-                       headers={"retry-after": str(STORE_RETRY_SECONDS)})
+            if self.limits.on_store_down == "local":
+                log.error("MPilot limits store unavailable (%s): limited keys are admitted by this proxy alone, "
+                          "from the counts it last saw, until it is back; their spend is journalled", reason)
+            else:
+                log.error("MPilot limits store unavailable (%s): limited keys are refused with 503 until it is "
+                          "back; spend answered meanwhile is journalled", reason)
+            return
+        self._alone = None  # the store counts again; what this process counted alone is in the journal
+        task = asyncio.get_running_loop().create_task(self._replay(was_down=self._store_down))
+        self._store_down = False
+        self._replays.add(task)
+        task.add_done_callback(self._replays.discard)
 
-    def store_answered(self) -> None:
-        if self._store_down:
-            self._store_down = False
-            log.warning("MPilot limits store is back")
+    async def _replay(self, was_down: bool) -> None:
+        try:
+            settled = await self.journal().replay(self.ledger())
+        except StoreUnavailable:
+            return  # down again: the guard says so, and its next answer replays the rest
+        except OSError as error:
+            log.error("MPilot limits: the spend journal %s could not be read (%s)", self.journal().folder, error)
+            return
+        if was_down or settled:
+            log.warning("MPilot limits store answers: %d journalled settlements counted", settled)
+
+    def store_failed(self, error: StoreUnavailable) -> Refused:
+        return Refused(503, STORE_DOWN_MESSAGE, headers={"retry-after": str(STORE_RETRY_SECONDS)})
 
     async def authenticate(self, request: Request, token: str) -> Any:
         """A caller for LiteLLM, or None to let LiteLLM's own auth decide."""
@@ -187,8 +228,9 @@ class MPilotAuth:
                 admission, limits = await self._admit(self.allowances.sized(limits), key, request, models,
                                                       estimated)
             except StoreUnavailable as error:
-                raise self.store_failed(error) from None
-            self.store_answered()
+                if self.limits.on_store_down != "local":
+                    raise self.store_failed(error) from None
+                admission, limits = await self._admit_alone(limits, error)
         if admission.refused_by == "requests":
             raise Refused(429, f"virtual key {key.display_id} has reached its limit of {key.rpm_limit} requests "
                                f"per minute; retry in {admission.retry_after} s",
@@ -216,6 +258,24 @@ class MPilotAuth:
         if budget is not None:
             self._remember_room(budget, admission)
         return self.allowances.keep(limits, admission, ledger), limits
+
+    async def _admit_alone(self, limits: Limits, error: StoreUnavailable) -> tuple[Admission, Limits]:
+        """`on_store_down: local`: the step in this process's own ledger, one request at a time, a budget
+        counted from what this process last saw committed of it (refused, 503, where it saw nothing)."""
+        budget = limits.budget
+        if budget is not None:
+            seen = self._room.get(budget.counter)
+            if seen is None:
+                raise self.store_failed(error) from None
+            committed = budget.limit - seen[0]  # spent (elsewhere too) and held, as last seen
+            budget = replace(budget, spent_elsewhere=max(budget.spent_elsewhere, committed))
+        limits = replace(limits, budget=budget, batch=1)
+        if self._alone is None:
+            self._alone = SqliteLedger(Path(":memory:"))
+        admission = await self._alone.admit(limits)
+        if admission.reservation is not None:
+            admission = replace(admission, reservation=ALONE + admission.reservation)
+        return admission, limits
 
     async def reservation(self, key: VirtualKey, counter: str, request: Request, models: list[str]) -> tuple[int, bool]:
         """What to reserve of a key's budget for a call, and whether it is LiteLLM's own estimate (input tokens
@@ -264,20 +324,40 @@ class MPilotAuth:
         under it, it counts once."""
         reservation = self._first_end(reservation)
         key = await self.find_key(key_id) if key_id else None
-        ledger = await self.store()
-        if key is None:
-            if reservation is not None:
-                await ledger.settle(reservation, 0, [], call)
+        counted = key.spend_counters(datetime.now(UTC)) if key is not None and self.tracks_spend(key) else []
+        amount = to_nanos(cost) if key is not None and cost > 0 else 0
+        if reservation is not None and reservation.startswith(ALONE):
+            if self._alone is not None:  # what this process counts alone while the store is down
+                await self._alone.settle(reservation[len(ALONE):], amount, counted, call)
+            reservation = None  # the store never held it
+        if reservation is None and (amount <= 0 or not counted):
             return
-        counted = key.spend_counters(datetime.now(UTC)) if self.tracks_spend(key) else []
-        await ledger.settle(reservation, to_nanos(cost) if cost > 0 else 0, counted, call)
-        if key.tpm_limit is not None and tokens > 0:
-            await ledger.add_to_rate(key.tokens_counter, tokens)
+        await self._settle(Settlement(call or reservation or uuid.uuid4().hex, reservation, amount, tuple(counted)))
+        if key is not None and key.tpm_limit is not None and tokens > 0:
+            with contextlib.suppress(StoreUnavailable):  # tokens count a minute: nothing to keep past an outage
+                await (await self.store()).add_to_rate(key.tokens_counter, tokens)
+
+    async def _settle(self, settlement: Settlement) -> None:
+        """In the ledger, or, while its store is down, in the journal until it is back."""
+        try:
+            await (await self.store()).settle(settlement.reservation, settlement.amount, settlement.counters,
+                                              settlement.call)
+        except StoreUnavailable:
+            if not self.journal().record(settlement):
+                log.error("MPilot limits: the spend journal %s is full or not writable: the spend of a call "
+                          "(%s nano-dollars) is not counted", self.journal().folder, settlement.amount)
 
     async def release(self, reservation: str | None) -> None:
-        """A call that failed, or never started: its reservation is given back whole."""
+        """A call that failed, or never started: its reservation is given back whole (while the store is
+        down, it expires by itself)."""
         reservation = self._first_end(reservation)
-        if reservation is not None:
+        if reservation is None:
+            return
+        if reservation.startswith(ALONE):
+            if self._alone is not None:
+                await self._alone.settle(reservation[len(ALONE):], 0, [])
+            return
+        with contextlib.suppress(StoreUnavailable):
             await (await self.store()).settle(reservation, 0, [])
 
     def _first_end(self, reservation: str | None) -> str | None:

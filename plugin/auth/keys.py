@@ -250,6 +250,13 @@ class LimitSettings:
     reservation_ttl_seconds: int = 900  # a reservation a proxy never settled (it died) frees itself
     default_max_tokens: int = 4096  # a request without max_tokens is reserved as if it asked for this many
     max_request_bytes: int = 20 * 1024 * 1024  # larger bodies get 413 before they are read whole
+    store_timeout: float = 1.0  # seconds a step of the ledger's store may take (connect + command)
+    on_store_down: str = "refuse"  # limited keys while the store is down: "refuse" (503) or "local"
+    journal_path: str = ".mpilot-journal"  # a folder: spend answered while the store was down, until settled
+    journal_max_bytes: int = 64 * 1024 * 1024  # per process; past it, such spend is logged and not kept
+
+
+STORE_DOWN_POLICIES = ("refuse", "local")
 
 
 def limit_settings(section: Any) -> LimitSettings:
@@ -258,7 +265,20 @@ def limit_settings(section: Any) -> LimitSettings:
     if not isinstance(path, str) or not path.strip():
         raise KeyConfigError(f"mpilot.limits.ledger_path must be a file path, got {path!r}")
     values: dict[str, Any] = {"ledger_path": path}
-    for name in ("reservation_ttl_seconds", "default_max_tokens", "max_request_bytes"):
+    journal = section.get("journal_path", LimitSettings.journal_path)
+    if not isinstance(journal, str) or not journal.strip():
+        raise KeyConfigError(f"mpilot.limits.journal_path must be a folder path, got {journal!r}")
+    values["journal_path"] = journal
+    timeout = section.get("store_timeout", LimitSettings.store_timeout)
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout <= 60:
+        raise KeyConfigError(f"mpilot.limits.store_timeout must be a number of seconds in (0, 60], got {timeout!r}")
+    values["store_timeout"] = float(timeout)
+    policy = section.get("on_store_down", LimitSettings.on_store_down)
+    if policy not in STORE_DOWN_POLICIES:
+        raise KeyConfigError(f"mpilot.limits.on_store_down must be one of {', '.join(STORE_DOWN_POLICIES)}, "
+                             f"got {policy!r}")
+    values["on_store_down"] = policy
+    for name in ("reservation_ttl_seconds", "default_max_tokens", "max_request_bytes", "journal_max_bytes"):
         value = section.get(name, getattr(LimitSettings, name))
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise KeyConfigError(f"mpilot.limits.{name} must be a whole number >= 1, got {value!r}")

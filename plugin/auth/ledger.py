@@ -107,6 +107,7 @@ class Admission:
 
 class Ledger(Protocol):
     local: bool  # each step is a transaction in this process's thread that never yields to the event loop
+    kind: str  # the store, for logs and health: "sqlite", "redis"
 
     async def admit(self, limits: Limits) -> Admission:
         """Refused by the first limit the request does not fit, else counted and its cost reserved: a
@@ -189,6 +190,13 @@ CREATE INDEX IF NOT EXISTS settled_by_expiry ON settled (expires_at);
 """
 SCHEMA_VERSION = 2  # 2: `held` totals (a file of version 1 has its holds totalled once, on opening)
 PURGE_MOST = 1_000  # rows of each table one purge deletes at most; a purge that hit it runs again next step
+BUSY_BACKOFF_FIRST = 0.001  # seconds a step waits before it tries a locked file again, doubled each time
+BUSY_BACKOFF_MOST = 0.05
+
+
+def _locked(error: sqlite3.OperationalError) -> bool:
+    """Another connection holds the lock the step needs (SQLITE_BUSY / SQLITE_LOCKED): worth another try."""
+    return "locked" in str(error) or "busy" in str(error)
 
 
 class SqliteLedger:
@@ -197,13 +205,20 @@ class SqliteLedger:
 
     Runs in the caller's thread: a transaction takes tens of microseconds, while handing it to a thread
     of its own cost ~2 ms per request under load (that thread waits for the GIL, which a busy event loop
-    gives up every 5 ms; bench/auth_overhead). A lock serialises callers from LiteLLM's other threads."""
+    gives up every 5 ms; bench/auth_overhead). A lock serialises callers from LiteLLM's other threads.
+
+    Never blocks the event loop on another process's lock (a backup, an admin's `sqlite3` shell): the
+    connection waits for no lock (busy timeout 0); a step that finds the file locked gives the loop back
+    and tries again (`asyncio.sleep`, backoff up to `BUSY_BACKOFF_MOST`) for `busy_seconds`, then fails
+    with `StoreUnavailable` (a deadline around the step, `guard.StoreGuard`, ends the wait sooner)."""
 
     local = True
+    kind = "sqlite"
 
-    def __init__(self, path: Path, clock: Any = time.time) -> None:
+    def __init__(self, path: Path, clock: Any = time.time, busy_seconds: float = 5.0) -> None:
         self.path = path
         self._clock = clock
+        self._busy_seconds = busy_seconds
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
         self._purged_at = 0.0
@@ -219,29 +234,47 @@ class SqliteLedger:
 
     def _connection(self) -> sqlite3.Connection:
         if self._db is None:
-            db = sqlite3.connect(self.path, timeout=5, isolation_level=None, check_same_thread=False)
-            _sqlite_prepare(db)
-            db.execute("PRAGMA synchronous=NORMAL")
+            db = sqlite3.connect(self.path, timeout=0, isolation_level=None, check_same_thread=False)
+            try:
+                _sqlite_prepare(db)
+                db.execute("PRAGMA synchronous=NORMAL")
+            except BaseException:
+                db.close()
+                raise
             self._db = db
         return self._db
 
     async def _run(self, step: Any, *args: Any) -> Any:
-        with self._lock:
-            db = self._connection()
-            try:
-                db.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as error:  # locked by another process past the busy timeout
-                raise StoreUnavailable(f"SQLite ledger {self.path.name}: {error}") from None
-            try:
-                now = self._clock()
-                if not now - PURGE_EVERY_SECONDS < self._purged_at <= now:
-                    self._purged_at = now if _sqlite_purge(db, now) else 0.0
-                result = step(db, now, *args)
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-            return result
+        pause, waited_until = BUSY_BACKOFF_FIRST, time.monotonic() + self._busy_seconds
+        while True:
+            with self._lock:
+                try:
+                    db = self._connection()
+                    db.execute("BEGIN IMMEDIATE")
+                except sqlite3.OperationalError as error:
+                    if not _locked(error):
+                        raise
+                    locked = error
+                else:
+                    return self._step(db, step, *args)
+            if time.monotonic() + pause > waited_until:
+                raise StoreUnavailable(f"SQLite ledger {self.path.name}: {locked} (another process has held "
+                                       f"its write lock for {self._busy_seconds:g} s)")
+            await asyncio.sleep(pause)  # the event loop serves other requests meanwhile
+            pause = min(pause * 2, BUSY_BACKOFF_MOST)
+
+    def _step(self, db: sqlite3.Connection, step: Any, *args: Any) -> Any:
+        """`step` in the transaction just begun; committed, or rolled back if it raised."""
+        try:
+            now = self._clock()
+            if not now - PURGE_EVERY_SECONDS < self._purged_at <= now:
+                self._purged_at = now if _sqlite_purge(db, now) else 0.0
+            result = step(db, now, *args)
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        return result
 
     async def admit(self, limits: Limits) -> Admission:
         return await self._run(_sqlite_admit, limits)
@@ -618,6 +651,7 @@ class RedisLedger:
     one hash slot. `client`: a `redis.asyncio` client (a server, a Sentinel's master, or a cluster)."""
 
     local = False
+    kind = "redis"
 
     def __init__(self, client: Any, clock: Any = time.time, cluster: bool = False) -> None:
         self._client = client

@@ -10,8 +10,9 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, Response
 
 from .. import host
-from ..auth.hook import KEY_INFO_PATH, mpilot_auth
+from ..auth.hook import KEY_INFO_PATH, STORE_DOWN_MESSAGE, STORE_RETRY_SECONDS, mpilot_auth
 from ..auth.keys import VirtualKey, team_spend_counter, user_spend_counter
+from ..auth.ledger import StoreUnavailable
 from ..cohere.errors import CohereError
 from .chat import error_response
 
@@ -38,6 +39,14 @@ async def key_info(
             return error_response(CohereError(400, "this token is not a virtual key; an admin passes ?key_id="))
     if key is None:
         return error_response(CohereError(404, "no virtual key with that id", code="key_not_found"))
+    try:
+        return JSONResponse(await _described(key))
+    except StoreUnavailable:
+        return error_response(CohereError(503, STORE_DOWN_MESSAGE, headers={"retry-after": str(STORE_RETRY_SECONDS)}))
+
+
+async def _described(key: VirtualKey) -> dict[str, Any]:
+    auth = mpilot_auth()
     now = datetime.now(UTC)
     described = describe(key, await auth.spend(key, now), now)
     if auth.tracks_spend(key):  # else LiteLLM keeps user and team spend in its database
@@ -45,7 +54,7 @@ async def key_info(
             if key.user_id else None
         described["team_spend"] = float(await auth.counted_spend(team_spend_counter(key.team_id))) \
             if key.team_id else None
-    return JSONResponse(described)
+    return described
 
 
 async def _find(key_id: str) -> VirtualKey | None:
