@@ -13,7 +13,7 @@ from . import host
 from .auth.hook import mpilot_auth
 from .auth.ledger import SqliteLedger
 from .auth.spend import key_spend
-from .routes import chat, embed, health, key_info, models, not_found
+from .routes import chat, chat_v1, embed, health, key_info, models, not_found
 
 
 def refuse_to_start(reason: str) -> NoReturn:
@@ -46,6 +46,7 @@ class CohereV2Chat(CustomLogger):
                 refuse_to_start(f"the limits ledger {ledger} cannot be opened ({error}); set "
                                 "mpilot.limits.ledger_path to a writable file, or give the proxy a Redis")
         host.mount_as(chat.router, chat.VIEWS)
+        host.mount_as(chat_v1.router, chat_v1.VIEWS)
         host.mount_as(embed.router, embed.VIEWS)
         host.mount(key_info.router)
         host.mount(health.router)

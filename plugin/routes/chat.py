@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -81,9 +81,17 @@ def error_response(error: CohereError) -> Response:
     )
 
 
-async def cohere_frames(openai_frames: AsyncIterator[str | bytes], stream: CohereStream) -> AsyncIterator[str | bytes]:
+def sse_frames(events: list[dict[str, Any]]) -> bytes:
+    return b"".join(sse(event) for event in events)
+
+
+async def cohere_frames(openai_frames: AsyncIterator[str | bytes], stream: CohereStream,
+                        encode: Callable[[list[dict[str, Any]]], bytes] = sse_frames,
+                        keep_alive: bytes | None = None) -> AsyncIterator[str | bytes]:
     """LiteLLM's OpenAI-format SSE frames, as Cohere v2 stream events, chunk by chunk. The events one
     upstream chunk makes go out in one write, as LiteLLM's own route writes one frame per chunk.
+    `encode`: the events' wire form (v2's SSE; v1's JSON lines); `keep_alive`: what an upstream keep-alive
+    comment becomes (None: passed on as it is).
 
     A failure before anything was sent becomes an OpenAI-format error frame, which LiteLLM answers as
     a JSON error with its status (the route then gives it Cohere's shape); after that, the stream
@@ -96,7 +104,7 @@ async def cohere_frames(openai_frames: AsyncIterator[str | bytes], stream: Coher
                 frame = raw if isinstance(raw, bytes) else raw.encode()
                 if not frame.startswith(b"data: "):
                     sent = True
-                    yield frame  # keep-alive comments
+                    yield frame if keep_alive is None else keep_alive  # keep-alive comments
                     continue
                 if frame.startswith(b"data: [DONE]"):
                     events = stream.finish()
@@ -113,7 +121,7 @@ async def cohere_frames(openai_frames: AsyncIterator[str | bytes], stream: Coher
                         events = stream.fail(message, timed_out=host.stream_error_timed_out(error))
                 if events:
                     sent = True
-                    yield b"".join(sse(event) for event in events)
+                    yield encode(events)
             events = stream.finish()
         except Exception as failure:  # noqa: BLE001  # e.g. a guardrail blocking the answer: LiteLLM re-raises it
             refusal = host.error_from_exception(failure)
@@ -123,6 +131,6 @@ async def cohere_frames(openai_frames: AsyncIterator[str | bytes], stream: Coher
                 return
             events = stream.fail(refusal.message, timed_out=refusal.status == 504)
         if events:
-            yield b"".join(sse(event) for event in events)
+            yield encode(events)
     finally:
         await openai_frames.aclose()
