@@ -1,6 +1,6 @@
-"""`POST /litellm/cohere/v2/embed`, `POST /litellm/cohere/v2/rerank` and `POST /litellm/cohere/v1/embed`
-(the v1 embed LangChain's CohereEmbeddings calls): auth -> validate -> translate -> LiteLLM's embedding or
-rerank call -> translate back. One route function per endpoint."""
+"""`POST /litellm/cohere/v2/embed`, `POST /litellm/cohere/v2/rerank`, `POST /litellm/cohere/v1/embed`
+(the v1 embed LangChain's CohereEmbeddings calls) and `POST /litellm/cohere/v1/rerank`: auth -> validate
+-> translate -> LiteLLM's embedding or rerank call -> translate back. One route function per endpoint."""
 
 from __future__ import annotations
 
@@ -24,13 +24,22 @@ from ..cohere.embed import (
     to_openai_embedding_request,
 )
 from ..cohere.errors import CohereError
-from ..cohere.rerank import RerankRequest, parse_rerank_request, to_cohere_rerank_response, to_litellm_rerank_request
+from ..cohere.rerank import (
+    RerankRequest,
+    RerankV1Request,
+    parse_rerank_request,
+    parse_rerank_v1_request,
+    to_cohere_rerank_response,
+    to_cohere_rerank_v1_response,
+    to_litellm_rerank_request,
+)
 from ..cohere.wire import dumps
 from .chat import error_response
 
 EMBED_PATH = "/litellm/cohere/v2/embed"
 RERANK_PATH = "/litellm/cohere/v2/rerank"
 EMBED_V1_PATH = "/litellm/cohere/v1/embed"
+RERANK_V1_PATH = "/litellm/cohere/v1/rerank"
 RequestT = TypeVar("RequestT")
 
 router = APIRouter()
@@ -63,12 +72,26 @@ async def cohere_v1_embed(
     return await serve(request, caller, parse_embed_v1_request, _embedding_call, to_cohere_embed_v1_response)
 
 
+@router.post(RERANK_V1_PATH, tags=["Cohere v1 rerank (MPilot)"])
+async def cohere_v1_rerank(
+    request: Request,
+    caller: Annotated[host.Caller | CohereError, Depends(host.caller_or_refusal)],
+) -> Response:
+    """Cohere's v1 rerank API (`cohere.Client.rerank`): documents as strings or objects, `rank_fields`,
+    `return_documents`; served as v2's."""
+    return await serve(request, caller, parse_rerank_v1_request, _rerank_v1_call, to_cohere_rerank_v1_response)
+
+
 async def _embedding_call(request: Request, caller: host.Caller, embed: AnyEmbedRequest) -> Called:
     return await host.embed(request, caller, to_openai_embedding_request(embed, host.served_by_cohere(embed.model)))
 
 
 async def _rerank_call(request: Request, caller: host.Caller, rerank: RerankRequest) -> Called:
     return await host.rerank(request, caller, to_litellm_rerank_request(rerank))
+
+
+async def _rerank_v1_call(request: Request, caller: host.Caller, rerank: RerankV1Request) -> Called:
+    return await host.rerank(request, caller, to_litellm_rerank_request(rerank.as_v2()))
 
 
 Called = tuple[dict[str, Any], dict[str, str]]  # LiteLLM's answer and the response headers
@@ -115,6 +138,14 @@ def _rerank_input(body: dict[str, Any]) -> dict[str, Any] | None:
     return to_litellm_rerank_request(rerank)
 
 
+def _rerank_v1_input(body: dict[str, Any]) -> dict[str, Any] | None:
+    try:
+        return to_litellm_rerank_request(RerankV1Request.model_validate(body).as_v2())
+    except (ValidationError, CohereError):
+        return None
+
+
 VIEWS = {EMBED_PATH: host.LitellmView("/v1/embeddings", _embedding_input(EmbedRequest)),
          RERANK_PATH: host.LitellmView("/v1/rerank", _rerank_input),
-         EMBED_V1_PATH: host.LitellmView("/v1/embeddings", _embedding_input(EmbedV1Request))}
+         EMBED_V1_PATH: host.LitellmView("/v1/embeddings", _embedding_input(EmbedV1Request)),
+         RERANK_V1_PATH: host.LitellmView("/v1/rerank", _rerank_v1_input)}
