@@ -21,6 +21,7 @@ from .test_route_embed import DOCUMENTS, TEXTS
 CLIENTS = REPO / "tests" / "clients"
 COHERE5 = REPO / ".cache" / "clients" / "cohere5" / "bin" / "python"
 LANGCHAIN = REPO / ".cache" / "clients" / "langchain" / "bin" / "python"
+LLAMAINDEX = REPO / ".cache" / "clients" / "llamaindex" / "bin" / "python"
 TYPESCRIPT_SDK = REPO / ".cache" / "npm" / "node_modules" / "cohere-ai" / "package.json"
 ANSWER = Reply().text  # what the fake upstream says by default
 # The fake reranker scores a document by the share of the query's words in it: "blue whales" is all in the
@@ -117,6 +118,45 @@ def test_cohere5_embeds_and_reranks(proxy: ProxyProcess, fake: FakeUpstream) -> 
     ranked = cohere5(proxy, "rerank", "fake-rerank", QUERY, json.dumps(DOCUMENTS), "2")
     assert ranked["results"] == RANKED and ranked["search_units"] == 1
     assert fake.last == RERANK_SENT
+
+
+def test_cohere5_v1_client_chats_streams_calls_tools_reranks_and_generates(proxy: ProxyProcess,
+                                                                           fake: FakeUpstream) -> None:
+    """`cohere.Client` (Cohere's v1 API) of the SDK's previous major, as code written before v2 uses it."""
+    answer = cohere5(proxy, "v1-chat", "fake")
+    assert answer["version"].startswith("5.") and answer["text"] == ANSWER and answer["finish_reason"] == "COMPLETE"
+    assert answer["history"] == ["USER", "CHATBOT", "USER", "CHATBOT"]
+    assert [m["role"] for m in fake.last["messages"]] == ["system", "user", "assistant", "user"]
+    streamed = cohere5(proxy, "v1-chat-stream", "fake")
+    assert streamed["kinds"][0] == "stream-start" and streamed["kinds"][-1] == "stream-end"
+    assert streamed["text"] == streamed["end_text"] == ANSWER
+    call = {"id": "c1", "name": "get_weather", "arguments": '{"city": "Paris"}'}
+    fake.script(Reply(text="Looking.", tool_calls=[call]), Reply(text="Sunny."))
+    tools = cohere5(proxy, "v1-tools", "fake")
+    assert tools == {"calls": [{"name": "get_weather", "parameters": {"city": "Paris"}}], "text": "Sunny.",
+                     "history": ["USER", "CHATBOT", "TOOL", "CHATBOT"], "version": tools["version"]}
+    tool_turn = [m for m in fake.last["messages"] if m["role"] in ("assistant", "tool")]
+    assert tool_turn[0]["tool_calls"][0]["id"] == tool_turn[1]["tool_call_id"]
+    ranked = cohere5(proxy, "v1-rerank", "fake-rerank", QUERY, json.dumps(DOCUMENTS))
+    assert [result[:2] for result in ranked["results"][:2]] == RANKED and ranked["results"][0][2] == DOCUMENTS[0]
+    fake.script(Reply(text="A story."), Reply(text="Another story."))
+    assert cohere5(proxy, "v1-generate", "fake")["text"] == "A story."
+    assert cohere5(proxy, "v1-generate-stream", "fake") == {"text": "Another story.", "end": "stream-end",
+                                                             "version": answer["version"]}
+
+
+def test_llamaindex_cohere_llm_chats_streams_and_completes(proxy: ProxyProcess, fake: FakeUpstream) -> None:
+    """LlamaIndex's Cohere LLM (llama-index-llms-cohere) calls Cohere's v1 API: chat, chat_stream and, for
+    `complete`, the v1 generate."""
+    fake.script(Reply(text="Chatted."), Reply(text="Streamed chat."), Reply(text="Completed."))
+    answer = run([LLAMAINDEX, CLIENTS / "llamaindex_cohere_client.py", f"{proxy.url}/litellm/cohere", MASTER_KEY,
+                  "command-r"], LLAMAINDEX)
+    assert answer["cohere"].startswith("5.")
+    assert (answer["chat"], answer["stream_chat"], answer["complete"]) == ("Chatted.", "Streamed chat.", "Completed.")
+    chat, streamed, completed = (seen.body for seen in fake.requests[-3:])
+    assert [m["role"] for m in chat["messages"]] == ["system", "user", "assistant", "user"]
+    assert chat["temperature"] == 0.1 and streamed["stream"] is True
+    assert completed["messages"] == [{"role": "user", "content": "Tell a story"}]
 
 
 # --- LangChain's ChatCohere --------------------------------------------------------------------------------

@@ -253,7 +253,7 @@ def test_tokenize_checks_the_keys_models(proxy: ProxyProcess, source: str) -> No
 # --- everything else under /litellm/cohere/ ------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("method", "path"), [("GET", f"{BASE}/v1/foo"), ("POST", f"{BASE}/v1/generate"),
+@pytest.mark.parametrize(("method", "path"), [("GET", f"{BASE}/v1/foo"), ("POST", f"{BASE}/v1/summarize"),
                                               ("GET", f"{BASE}/v2/chatter"), ("DELETE", f"{BASE}/v1/modelz"),
                                               ("PUT", f"{BASE}/")])
 def test_any_other_path_is_a_cohere_404_naming_it(proxy: ProxyProcess, method: str, path: str) -> None:
