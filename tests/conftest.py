@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import os
+
+# In this process too, as in the proxies the tests start: LiteLLM's packaged prices, no fetch from the network.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 import shutil
 import subprocess
 import time

@@ -156,3 +156,32 @@ def test_a_full_journal_refuses_and_says_so(tmp_path: Path) -> None:
     blocked = Journal(tmp_path / "a-file" / "journal", 1 << 20)
     (tmp_path / "a-file").write_text("not a folder")
     assert blocked.record(settlement(0)) is False and blocked.pending == 0
+
+
+def test_a_new_process_settles_the_journals_it_finds_at_its_first_request(tmp_path: Path, ledger: SqliteLedger,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A proxy restarted during an outage: its first request (any, the master key's too) asks the store, and
+    the store's first answer settles what the process before it journalled."""
+    from plugin import host
+    from plugin.auth.guard import StoreGuard
+    from plugin.auth.hook import MPilotAuth
+
+    folder = tmp_path / "journal"
+    writer(folder, 2, stay=False).wait(10)
+    monkeypatch.setattr(host, "ledger_file", lambda path: folder if "journal" in path else tmp_path / path)
+    auth = MPilotAuth({})
+    auth._ledger = StoreGuard(ledger, 1.0, auth._store_changed)
+
+    async def scenario() -> None:
+        auth.first_request()
+        auth.first_request()  # once per process
+        for _ in range(100):
+            if await ledger.spent(COUNTER) == 200:
+                break
+            await asyncio.sleep(0.02)
+        assert await ledger.spent(COUNTER) == 200
+        while auth._replays:
+            await asyncio.sleep(0.01)
+
+    asyncio.run(scenario())
+    assert not list(folder.glob("journal-*.jsonl"))

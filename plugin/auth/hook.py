@@ -76,6 +76,8 @@ class MPilotAuth:
         self._alone: SqliteLedger | None = None  # `on_store_down: local`: this process's counts meanwhile
         self._renamed: asyncio.Task[None] | None = None  # the earlier layout's counters, moved once
         self._store_down = False  # since the guard said so: its return is logged
+        self._started = False
+        self._journal_full = False  # logged once until the journal takes settlements again
         self._replays: set[asyncio.Task[None]] = set()
         # budget counter -> what this process last saw left of it, and the reservation it last made there
         self._room: dict[str, tuple[int, int]] = {}
@@ -149,6 +151,22 @@ class MPilotAuth:
             return
         if was_down or settled:
             log.warning("MPilot limits store answers: %d journalled settlements counted", settled)
+
+    def first_request(self) -> None:
+        """At this process's first request (LiteLLM has chosen its Redis by then): if processes before it
+        left journals, the store is asked now, and its first answer settles them (`_store_changed`)."""
+        if self._started:
+            return
+        self._started = True
+        try:
+            if not self.journal().left_behind():
+                return
+            task = asyncio.get_running_loop().create_task(self.ledger().ready())
+        except Exception as error:  # noqa: BLE001  # never this request's failure: the next answer replays them
+            log.warning("MPilot limits: journals left by earlier processes not replayed yet (%s)", type(error).__name__)
+            return
+        self._replays.add(task)
+        task.add_done_callback(self._replays.discard)
 
     def store_failed(self, error: StoreUnavailable) -> Refused:
         return Refused(503, STORE_DOWN_MESSAGE, headers={"retry-after": str(STORE_RETRY_SECONDS)})
@@ -343,9 +361,11 @@ class MPilotAuth:
             await (await self.store()).settle(settlement.reservation, settlement.amount, settlement.counters,
                                               settlement.call)
         except StoreUnavailable:
-            if not self.journal().record(settlement):
-                log.error("MPilot limits: the spend journal %s is full or not writable: the spend of a call "
-                          "(%s nano-dollars) is not counted", self.journal().folder, settlement.amount)
+            kept = self.journal().record(settlement)
+            if not kept and not self._journal_full:
+                log.error("MPilot limits: the spend journal %s is full or not writable: the spend of calls "
+                          "answered from now on is not counted until it takes them again", self.journal().folder)
+            self._journal_full = not kept
 
     async def release(self, reservation: str | None) -> None:
         """A call that failed, or never started: its reservation is given back whole (while the store is
@@ -419,6 +439,7 @@ async def user_api_key_auth(request: Request, api_key: str) -> Any:
         log.error("MPilot auth is misconfigured: %s", error)
         raise host.auth_refusal(500, f"MPilot auth is misconfigured: {error}") from None
     try:
+        auth.first_request()
         return await auth.authenticate(request, api_key)
     except Refused as refusal:
         raise host.auth_refusal(refusal.status, refusal.message, refusal.headers) from None

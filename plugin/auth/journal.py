@@ -74,6 +74,13 @@ class Journal:
         """Settlements this process journalled and has not settled yet."""
         return len(self._pending)
 
+    def left_behind(self) -> bool:
+        """Whether the folder holds journals of other processes (one look, no lock taken)."""
+        try:
+            return any(path != self._path for path in self.folder.glob(PATTERN))
+        except OSError:
+            return False
+
     def record(self, settlement: Settlement) -> bool:
         """Kept until `replay`; False when it could not be (the journal is full, or its folder not writable)."""
         line = settlement.line()
