@@ -140,17 +140,42 @@ def test_max_tokens_is_max_tokens(co: cohere.ClientV2, fake: FakeCohere) -> None
     assert events[-1].delta.finish_reason == "MAX_TOKENS"
 
 
-def test_documents_get_citations(co: cohere.ClientV2, fake: FakeCohere) -> None:
-    """The route asks a stream for cited text in Cohere's grounding markup (see plugin/routes/chat.py)."""
-    fake.script(CohereReply(text="It is <co: paris>sunny in Paris</co: paris>.", chunk_size=5))
-    documents = [{"id": "paris", "data": {"title": "Paris", "text": "Sunny, 24 degrees."}}]
-    events = list(co.chat_stream(model="cohere-chat", messages=QUESTION, documents=documents))
+PARIS = {"id": "paris", "data": {"title": "Paris", "text": "Sunny, 24 degrees."}}
+NATIVE_CITATION = {"start": 6, "end": 20, "text": "sunny in Paris", "type": "TEXT_CONTENT",
+                   "sources": [{"type": "document", "id": "paris", "document": {"id": "paris", "snippet": "Sunny"}}]}
+
+
+def test_documents_are_sent_natively_and_cohere_citations_stream_as_events(co: cohere.ClientV2,
+                                                                          fake: FakeCohere) -> None:
+    """A Cohere model takes the documents as Cohere's own `documents`, and its stream's citations (SSE
+    `citation-start` events) come out as this route's citation events, with the caller's sources."""
+    fake.script(CohereReply(text="It is sunny in Paris.", chunk_size=5, citations=[NATIVE_CITATION]))
+    events = list(co.chat_stream(model="cohere-chat", messages=QUESTION, documents=[PARIS]))
+    sent = fake.last
+    assert sent["documents"] == [{"id": "paris", "data": {"title": "Paris", "text": "Sunny, 24 degrees."}}]
+    assert "<co:" not in json.dumps(sent["messages"])  # no markup asked of Cohere
     text = "".join(e.delta.message.content.text for e in events if e.type == "content-delta")
     assert text == "It is sunny in Paris."
     (citation,) = [e.delta.message.citations for e in events if e.type == "citation-start"]
     assert (citation.start, citation.end, citation.text) == (6, 20, "sunny in Paris")
-    assert [(s.id, s.document["text"]) for s in citation.sources] == [("paris", "Sunny, 24 degrees.")]
+    assert text[citation.start:citation.end] == citation.text
+    assert [(s.id, s.document["text"]) for s in citation.sources] == [("paris", "Sunny, 24 degrees.")]  # ours
+    assert [e.type for e in events].count("citation-end") == 1
     assert events[-1].delta.finish_reason == "COMPLETE"
+    # The non-stream answer cites the same.
+    fake.script(CohereReply(text="It is sunny in Paris.", citations=[NATIVE_CITATION]))
+    answer = co.chat(model="cohere-chat", messages=QUESTION, documents=[PARIS])
+    assert [(c.start, c.end, c.text) for c in answer.message.citations] == [(6, 20, "sunny in Paris")]
+
+
+def test_v1_chat_stream_to_a_cohere_model_cites_natively(proxy: ProxyProcess, fake: FakeCohere) -> None:
+    fake.script(CohereReply(text="It is sunny in Paris.", chunk_size=5, citations=[NATIVE_CITATION]))
+    v1 = cohere.Client(api_key=MASTER_KEY, base_url=f"{proxy.url}/litellm/cohere", timeout=30)
+    events = list(v1.chat_stream(model="cohere-chat", message="Weather?",
+                                 documents=[{"id": "paris", "title": "Paris", "text": "Sunny, 24 degrees."}]))
+    cited = [c for e in events if e.event_type == "citation-generation" for c in e.citations]
+    assert [(c.start, c.end, c.document_ids) for c in cited] == [(6, 20, ["paris"])]
+    assert events[-1].response.documents[0]["title"] == "Paris"
 
 
 def test_an_error_cohere_reports_mid_stream_ends_the_stream_with_error(co: cohere.ClientV2,

@@ -135,11 +135,12 @@ def test_cohere_model_with_tool_results_uses_markup(co: cohere.ClientV2, fake: F
     assert fake.last["messages"][-1]["content"] == '[call_w] {"temp_c": 21}'
 
 
-def test_cohere_model_stream_uses_markup(co: cohere.ClientV2, fake: FakeUpstream) -> None:
-    fake.script(Reply(text=ANSWER, chunk_size=5))
+def test_cohere_model_stream_takes_documents_natively(co: cohere.ClientV2, fake: FakeUpstream) -> None:
+    """A stream to a Cohere model sends the documents as Cohere's own (its citations: see
+    tests/test_cohere_provider_stream.py, whose fake Cohere streams them); nothing asks it for markup."""
+    fake.script(Reply(text=CLEAN, chunk_size=5))
     events = list(co.chat_stream(model="fake-cohere", messages=QUESTION, documents=DOCUMENTS))
     text = "".join(e.delta.message.content.text for e in events if e.type == "content-delta")
     assert text == CLEAN
-    assert [e.delta.message.citations.text for e in events if e.type == "citation-start"] == ["Paris",
-                                                                                               "Italy's is Rome"]
-    assert "[doc_1] Rome is the capital of Italy." in str(fake.last["messages"])
+    assert fake.last["documents"][1] == {"id": "doc_1", "data": {"text": "Rome is the capital of Italy."}}
+    assert all("<co:" not in str(m.get("content")) for m in fake.last["messages"])

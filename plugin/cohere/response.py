@@ -85,6 +85,24 @@ def spans_from_annotations(annotations: Sequence[Mapping[str, Any]], text: str,
     return [Span(start, end, text[start:end], tuple(ids)) for (start, end), ids in sorted(grouped.items())]
 
 
+def spans_from_cohere_citations(citations: Sequence[Any], sources: Mapping[str, Source]) -> list[Span]:
+    """Cohere's own citations (a native stream's, which LiteLLM hands on in the delta's provider fields),
+    with our sources: those whose span and sources are readable, each source re-attached to ours."""
+    spans = []
+    for citation in citations:
+        if not isinstance(citation, Mapping):
+            continue
+        start, end, text = citation.get("start"), citation.get("end"), citation.get("text")
+        ids: list[str] = []
+        for source in citation.get("sources") or ():
+            source_id = _source_id(str(source.get("id") or ""), sources) if isinstance(source, Mapping) else None
+            if source_id is not None and source_id not in ids:
+                ids.append(source_id)
+        if isinstance(start, int) and isinstance(end, int) and 0 <= start < end and isinstance(text, str) and ids:
+            spans.append(Span(start, end, text, tuple(ids)))
+    return spans
+
+
 def _source_id(cited: str, sources: Mapping[str, Source]) -> str | None:
     """Cohere names a tool result's block `<tool_call_id>:<n>`; ours is the tool call id alone when
     the result has one block."""

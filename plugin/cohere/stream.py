@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .citations import CitationMarkup, Source, Span, cohere_citation
-from .response import finish_reason, logprob_items, usage
+from .response import finish_reason, logprob_items, spans_from_cohere_citations, usage
 from .wire import dumps
 
 Event = dict[str, Any]
@@ -19,11 +19,14 @@ Event = dict[str, Any]
 
 class CohereStream:
     def __init__(self, stop_sequences: Sequence[str] | None = None, with_logprobs: bool = False,
-                 sources: Mapping[str, Source] | None = None) -> None:
+                 sources: Mapping[str, Source] | None = None, native_citations: bool = False) -> None:
+        """`sources`: what the answer may cite. The model marks its citations in the text (the default), or,
+        with `native_citations`, its provider reports them (Cohere's, in each delta's provider fields)."""
         self._stop_sequences = stop_sequences
         self._with_logprobs = with_logprobs
         self._sources = sources or {}
-        self._markup = CitationMarkup(set(self._sources)) if sources else None
+        self._native = native_citations
+        self._markup = CitationMarkup(set(self._sources)) if sources and not native_citations else None
         self._citations = 0  # citation events sent
         self._text_index = 0  # the content index of the text block, which citations point into
         self.started = False
@@ -50,9 +53,10 @@ class CohereStream:
             thinking = delta.get("reasoning_content") or delta.get("reasoning")
             if thinking:
                 events.extend(self._content("thinking", thinking, None))
-            # Cohere's own models plan their tool calls aloud; LiteLLM keeps the plan in the delta's
-            # provider fields (`host.read_cohere_sse_streams`).
-            plan = (delta.get("provider_specific_fields") or {}).get("tool_plan")
+            # Cohere's own models plan their tool calls aloud, and cite natively; LiteLLM keeps both in the
+            # delta's provider fields (`host.read_cohere_sse_streams`).
+            provider_fields = delta.get("provider_specific_fields") or {}
+            plan = provider_fields.get("tool_plan")
             if isinstance(plan, str) and plan:
                 events.append({"type": "tool-plan-delta", "delta": {"message": {"tool_plan": plan}}})
             text = delta.get("content")
@@ -61,6 +65,9 @@ class CohereStream:
                 events.extend(self._text(text, logprobs))
             for call in delta.get("tool_calls") or ():
                 events.extend(self._tool_call(call))
+            if self._native and provider_fields.get("citations"):
+                events.extend(self._citations_of(spans_from_cohere_citations(provider_fields["citations"],
+                                                                             self._sources)))
             if choice.get("finish_reason"):
                 self._openai_finish = choice["finish_reason"]
                 provider_fields = choice.get("provider_specific_fields") or {}
@@ -91,6 +98,10 @@ class CohereStream:
     def _grounded(self, clean: str, spans: list[Span], logprobs: list[dict[str, Any]] | None) -> list[Event]:
         """Clean text, then the citations that closed in it: a citation follows the text it covers."""
         events = self._content("text", clean, logprobs) if clean else []
+        return events + self._citations_of(spans)
+
+    def _citations_of(self, spans: list[Span]) -> list[Event]:
+        events: list[Event] = []
         for span in spans:
             citation = cohere_citation(span, self._sources, self._text_index)
             events.append({"type": "citation-start", "index": self._citations,

@@ -37,15 +37,10 @@ async def cohere_v2_chat(
     try:
         chat = parse_chat_request(await request.body())
         sources = citation_sources(chat)
-        # Cohere's own models take documents natively. LiteLLM 1.108.7's Cohere provider keeps only
-        # document citations of non-stream answers (it drops tool citations; stream citations come only
-        # as provider fields, through host.read_cohere_sse_streams): those cases ask for markup instead.
-        native = (bool(chat.documents) and not chat.stream
-                  and not any(source["type"] == "tool" for source in (sources or {}).values())
-                  and host.served_by_cohere(chat.model))
+        native = native_citations(chat, sources)
 
         def frames(openai: AsyncIterator[str | bytes]) -> AsyncIterator[str | bytes]:
-            return cohere_frames(openai, CohereStream(chat.stop_sequences, bool(chat.logprobs), sources))
+            return cohere_frames(openai, CohereStream(chat.stop_sequences, bool(chat.logprobs), sources, native))
 
         openai_body = to_openai_request(chat, sources, native_documents=native)
         result, headers = await host.complete(request, caller, openai_body, frames=frames)
@@ -57,6 +52,15 @@ async def cohere_v2_chat(
     body = to_cohere_response(result, chat.stop_sequences, with_logprobs=bool(chat.logprobs), sources=sources,
                               native_citations=native)
     return Response(content=dumps(body), media_type="application/json", headers=headers)
+
+
+def native_citations(chat: ChatRequest, sources: dict[str, Any] | None) -> bool:
+    """Whether the provider cites the documents itself: Cohere's own models take documents natively, and
+    LiteLLM's Cohere provider hands their citations on (non-stream as annotations, a stream's in its
+    deltas' provider fields, through `host.read_cohere_sse_streams`). It drops tool citations: those ask
+    for markup instead."""
+    return bool(chat.documents) and host.served_by_cohere(chat.model) \
+        and not any(source["type"] == "tool" for source in (sources or {}).values())
 
 
 def _as_openai_chat(body: dict[str, Any]) -> dict[str, Any] | None:

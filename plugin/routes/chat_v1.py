@@ -24,7 +24,7 @@ from ..cohere.v1_chat import V1ChatRequest, V1ChatStream, refused_fields, to_v1_
 from ..cohere.v1_generate import GenerateRequest, GenerateStream, to_generate_response
 from ..cohere.v1_generate import to_v2_chat as generate_as_chat
 from ..cohere.wire import dumps
-from .chat import cohere_frames, error_response
+from .chat import cohere_frames, error_response, native_citations
 
 PATH = "/litellm/cohere/v1/chat"
 GENERATE_PATH = "/litellm/cohere/v1/generate"
@@ -83,11 +83,10 @@ async def serve(request: Request, caller: host.Caller | CohereError, parse: Call
         call = parse(await request.body())
         chat = call.chat
         sources = citation_sources(chat)
-        native = bool(chat.documents) and not chat.stream and host.served_by_cohere(chat.model) \
-            and not any(source["type"] == "tool" for source in (sources or {}).values())
+        native = native_citations(chat, sources)
 
         def frames(openai: AsyncIterator[str | bytes]) -> AsyncIterator[str | bytes]:
-            return cohere_frames(openai, CohereStream(chat.stop_sequences, False, sources),
+            return cohere_frames(openai, CohereStream(chat.stop_sequences, False, sources, native),
                                  encode=_json_lines(call.stream()), keep_alive=b"\n")
 
         openai_body = to_openai_request(chat, sources, native_documents=native)
