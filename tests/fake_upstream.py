@@ -62,8 +62,9 @@ class Reply:
 #                       non-stream: finish_reason null
 #   drip                the normal answer one byte at a time, `chunk_delay` apart (a stream: after two whole
 #                       chunks), so that no read of it waits long
+#   drip-all            the headers at once, then the whole answer one byte at a time, `chunk_delay` apart
 FAULTS = ("garbage", "wrong-shape", "invalid-sse", "html", "empty", "reset", "reset-after-finish", "stall",
-          "no-finish", "drip")
+          "no-finish", "drip", "drip-all")
 HTML_PAGE = b"<!DOCTYPE html><html><head><title>502 Bad Gateway</title></head><body><h1>Bad Gateway</h1></body></html>"
 
 
@@ -180,6 +181,9 @@ class FakeUpstream:
         elif fault == "drip":
             whole_first, rest = (frames[:2], [*frames[2:], b"data: [DONE]\n\n"]) if stream else ([], [whole])
             parts = [*whole_first, *(bytes([byte]) for part in rest for byte in part)]
+        elif fault == "drip-all":
+            answer = [*frames, b"data: [DONE]\n\n"] if stream else [whole]
+            parts = [bytes([byte]) for part in answer for byte in part]
         else:
             raise ValueError(f"unknown fault {fault!r}: one of {FAULTS}")
         # invalid-sse answers a stream with the framing of the other mode, and the other way round

@@ -166,6 +166,8 @@ def proxy_config_for(upstream: FakeUpstream, extra_models: list[dict[str, Any]] 
          "litellm_params": {"model": "anthropic/claude-haiku-4-5", "api_base": upstream.base_url,
                             "api_key": "fake-provider-key"},
          "model_info": dict(PRICED)},
+        # A stream's deadline as users set it: `stream_timeout` beside `timeout` (tests/test_upstream_faults.py).
+        fake_model("drip-guarded", upstream, timeout=2, stream_timeout=2),
         # LlamaIndex's Cohere LLM takes only Cohere's model names (tests/clients/llamaindex_cohere_client.py).
         {**fake_model("command-r", upstream), "model_info": dict(PRICED)},
         *(extra_models or []),

@@ -187,3 +187,18 @@ def test_a_stream_with_its_finish_reason_keeps_it(client: httpx.Client, fake: Fa
     _, events = ask(client, fake, reply, stream=True, model=model)
     end = ended(events)
     assert end == {"finish_reason": finish_reason, "usage": end["usage"]}
+
+
+@pytest.mark.parametrize("byte_every", [0.05, 1.0])
+def test_a_stream_that_drips_from_its_first_byte_is_cut_at_its_stream_timeout(
+        client: httpx.Client, fake: FakeUpstream, byte_every: float) -> None:
+    """The headers at once, then every byte `byte_every` seconds apart (a deployment with `timeout: 2` and
+    `stream_timeout: 2`): no chunk is ever whole in time, nothing has been sent, so a Cohere-shaped 504,
+    within a few multiples of the stream's timeout (before: held ~40 s, then `message-end` ERROR)."""
+    started = time.monotonic()
+    response, events = ask(client, fake, Reply(fault="drip-all", chunk_delay=byte_every), stream=True,
+                           model="drip-guarded")
+    took = time.monotonic() - started
+    assert response.status_code == 504, (response.status_code, took, response.text[-700:])
+    assert "2s" in response.json()["message"] and not events
+    assert took < 3 * 2 + 2, took

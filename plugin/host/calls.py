@@ -297,18 +297,58 @@ def _bounded(try_call: Callable[..., Any]) -> Callable[..., Any]:
             return await try_call(*args, **kwargs)
         if kwargs.get("stream"):
             stream_end.try_timeout = seconds
+        model = str(kwargs.get("model") or (args[0] if args else ""))
+        provider = str(kwargs.get("custom_llm_provider") or model.partition("/")[0])
         try:
             async with asyncio.timeout(seconds):
-                return await try_call(*args, **kwargs)
+                result = await try_call(*args, **kwargs)
         except TimeoutError:
-            model = str(kwargs.get("model") or (args[0] if args else ""))
             raise litellm.Timeout(
                 message=f"the provider did not answer within {seconds:g}s (the deployment's timeout)",
-                model=model, llm_provider=str(kwargs.get("custom_llm_provider") or model.partition("/")[0]),
+                model=model, llm_provider=provider,
             ) from None
+        if kwargs.get("stream"):
+            _bound_first_chunk(result, seconds, model, provider)
+        return result
 
     bounded._mpilot_bounded = True  # type: ignore[attr-defined]
     return bounded
+
+
+def _bound_first_chunk(stream: Any, seconds: float, model: str, provider: str) -> None:
+    """A stream's first chunk within `seconds` too, wherever it is read: LiteLLM 1.110's router reads it
+    inside the try, after `acompletion` returned at the response's headers, and a provider that sends its
+    headers at once and then drips its body a byte at a time held that read ~40 s. Past the timeout it
+    fails with LiteLLM's `Timeout`, as a try that did not answer (the router retries or falls back; the
+    client gets a 504, nothing having been sent). Later chunks: `_cut_off_streams_fail`."""
+    from litellm.litellm_core_utils.streaming_handler import CustomStreamWrapper
+
+    if type(stream) is CustomStreamWrapper:  # another release's or provider's stream: left as it is
+        stream.__class__ = _first_chunk_bounded_class()
+        stream._mpilot_first_chunk = (seconds, model, provider)  # type: ignore[attr-defined]
+
+
+@functools.cache
+def _first_chunk_bounded_class() -> type:
+    """CustomStreamWrapper, its first `__anext__` bounded (made once: LiteLLM is imported by then)."""
+    import litellm
+    from litellm.litellm_core_utils.streaming_handler import CustomStreamWrapper
+
+    class FirstChunkBounded(CustomStreamWrapper):  # type: ignore[misc]
+        async def __anext__(self) -> Any:
+            bound = self.__dict__.pop("_mpilot_first_chunk", None)
+            if bound is None:
+                return await super().__anext__()
+            seconds, model, provider = bound
+            try:
+                async with asyncio.timeout(seconds):
+                    return await super().__anext__()
+            except TimeoutError:
+                raise litellm.Timeout(
+                    message=f"the provider sent no whole chunk of its stream within {seconds:g}s "
+                            "(the deployment's timeout)", model=model, llm_provider=provider) from None
+
+    return FirstChunkBounded
 
 
 def _seconds(timeout: Any) -> float | None:
