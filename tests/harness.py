@@ -138,6 +138,10 @@ def proxy_config_for(upstream: FakeUpstream, extra_models: list[dict[str, Any]] 
         {"model_name": "fake-embed", "litellm_params": {"model": "openai/text-embedding-3-fake",
                                                          "api_base": upstream.base_url, "api_key": "fake-provider-key"},
          "model_info": {"mode": "embedding", **EMBEDDING_PRICE}},
+        {"model_name": "fake-embed-ada", "litellm_params": {"model": "openai/ada-embedder-fake",
+                                                             "api_base": upstream.base_url,
+                                                             "api_key": "fake-provider-key"},
+         "model_info": {"mode": "embedding", **EMBEDDING_PRICE}},  # answers one size: no `dimensions`
         {"model_name": "fake-embed-timeout", "litellm_params": {"model": "openai/text-embedding-3-fake",
                                                                  "api_base": upstream.base_url,
                                                                  "api_key": "fake-provider-key", "timeout": 1.5},

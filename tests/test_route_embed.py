@@ -86,6 +86,19 @@ def test_every_embedding_type_is_derived_from_the_floats(http: httpx.Client, fak
     assert fake.last["encoding_format"] == "float"  # the provider is asked for floats only
 
 
+def test_output_dimension_a_model_cannot_honour_is_a_400_in_cohere_words(http: httpx.Client,
+                                                                         fake: FakeUpstream) -> None:
+    """LiteLLM refuses OpenAI's `dimensions` for a model that answers one size (an OpenAI-format model
+    before text-embedding-3) and advises its own `drop_params`; Cohere's clients sent `output_dimension`."""
+    model = "fake-embed-ada"
+    response = post(http, EMBED, embed_body(model=model, output_dimension=256))
+    assert response.status_code == 400, response.text
+    message = response.json()["message"]
+    assert "output_dimension" in message and model in message and "omit output_dimension" in message, message
+    assert "drop_params" not in message and "litellm" not in message.lower()
+    assert fake.requests == []
+
+
 def test_output_dimension_is_openai_dimensions(co: cohere.ClientV2, fake: FakeUpstream) -> None:
     answer = co.embed(model="fake-embed", texts=["alpha"], input_type="clustering", output_dimension=8,
                       embedding_types=["float", "ubinary"])

@@ -83,7 +83,8 @@ def test_default_only_gives_the_first_chat_model_the_key_may_use(proxy: ProxyPro
 @pytest.mark.parametrize(("name", "expected"), [("models", ["fake"]), ("group", ["fake-b"]),
                                                 ("wildcard", ["fake-b", "fake-timeout", "fake-timeout-then-fake",
                                                               "fake-dear", "fake-cohere", "fake-embed",
-                                                              "fake-embed-timeout", "fake-embed-broken",
+                                                              "fake-embed-ada", "fake-embed-timeout",
+                                                              "fake-embed-broken",
                                                               "fake-cohere-embed", "fake-rerank", "fake-broken",
                                                               "fake-tools", "fake-claude"])])
 def test_a_key_sees_only_the_models_it_may_use(proxy: ProxyProcess, source: str, name: str,

@@ -83,7 +83,17 @@ async def cohere_v1_rerank(
 
 
 async def _embedding_call(request: Request, caller: host.Caller, embed: AnyEmbedRequest) -> Called:
-    return await host.embed(request, caller, to_openai_embedding_request(embed, host.served_by_cohere(embed.model)))
+    try:
+        return await host.embed(request, caller,
+                                to_openai_embedding_request(embed, host.served_by_cohere(embed.model)))
+    except CohereError as error:
+        asked = getattr(embed, "output_dimension", None)
+        if asked is not None and error.status == 400 and "dimensions" in error.message:
+            # LiteLLM refuses OpenAI's `dimensions` for such a model, and advises its own `drop_params`.
+            raise CohereError(400, f"output_dimension is not supported by model {embed.model!r}: it answers "
+                                   f"vectors of its own size only; omit output_dimension (asked {asked})",
+                              headers=error.headers) from None
+        raise
 
 
 async def _rerank_call(request: Request, caller: host.Caller, rerank: RerankRequest) -> Called:
