@@ -56,6 +56,7 @@ LIMITS: dict[str, dict[str, Any]] = {
     "tools": {"metadata": {"allowed_tools": ["get_weather"]}},
     "broke": {"max_budget": 0},
     "three": {"max_budget": 0.000075},  # three answers of $0.000025
+    "v1-three": {"max_budget": 0.000075},  # the same, through Cohere's v1 chat
     "burst": {"rpm_limit": 5},
     "dear": {"max_budget": 0.001},  # fits calls to `fake`, not one to `fake-dear`
     "leave": {"max_budget": 0.00004},  # fits the reservation of one call at a time

@@ -186,3 +186,26 @@ def test_v1_chat_is_held_to_a_keys_limits(proxy: ProxyProcess, fake: FakeUpstrea
 ])
 def test_parameter_types_map_to_json_schema(python_type: str, schema: dict | None) -> None:
     assert json_schema_of(python_type) == schema
+
+
+@pytest.mark.parametrize("source", ["cfg", "store"])
+def test_a_keys_tool_allow_list_guards_v1_tools_too(proxy: ProxyProcess, fake: FakeUpstream, source: str) -> None:
+    """LiteLLM's `metadata.allowed_tools` reads OpenAI-shaped tools: v1's are checked as the chat they become."""
+    token = virtual_key(source, "tools")
+    sent = len(fake.requests)
+    tools = [WEATHER, {**WEATHER, "name": "delete_everything"}]
+    refused = post(proxy, {"model": "fake", "message": "hi", "tools": tools}, token)
+    assert refused.status_code == 403 and "delete_everything" in refused.json()["message"], refused.text
+    assert len(fake.requests) == sent
+    fake.script(Reply(text="ok"))
+    assert post(proxy, {"model": "fake", "message": "hi", "tools": [WEATHER]}, token).status_code == 200
+
+
+def test_a_budget_of_three_answers_gives_three_through_v1(proxy: ProxyProcess, fake: FakeUpstream) -> None:
+    """Each v1 call is reserved and settled in the ledger as a v2 call is: a budget of three answers lets three
+    through and records exactly their spend."""
+    token = virtual_key("store", "v1-three")
+    statuses = [post(proxy, {"model": "fake", "message": "hi"}, token).status_code for _ in range(5)]
+    assert statuses == [200, 200, 200, 402, 402], statuses
+    info = httpx.get(f"{proxy.url}/mpilot/key/info", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    assert info.json()["spend"] == pytest.approx(0.000075, abs=1e-12)

@@ -70,9 +70,19 @@ class LitellmView:
 
     route: str
     body: Callable[[dict[str, Any]], dict[str, Any] | None]
+    # LiteLLM's auth reads the body in that shape too: for a route whose own shape is not what LiteLLM's
+    # checks read (v1 chat's tools have no `function.name`: a key's `allowed_tools` would see none of them).
+    auth_reads: bool = False
 
 
 _views: dict[str, LitellmView] = {}
+
+
+def seen_by_auth(body: dict[str, Any], route: str) -> dict[str, Any]:
+    """The body LiteLLM's auth is to read for a request of `route` (see `LitellmView.auth_reads`)."""
+    view = _views.get(route)
+    seen = view.body(body) if view is not None and view.auth_reads else None
+    return seen if seen is not None else body
 
 
 def mount_as(router: APIRouter, views: Mapping[str, LitellmView]) -> None:
@@ -88,8 +98,13 @@ def mount_as(router: APIRouter, views: Mapping[str, LitellmView]) -> None:
 def as_litellm_sees(body: dict[str, Any], route: str) -> tuple[dict[str, Any], str]:
     """A request's body and route as LiteLLM's estimate is to read them (see `LitellmView`)."""
     view = _views.get(route)
-    seen = view.body(body) if view is not None else None
-    return (seen, view.route) if view is not None and seen is not None else (body, route)
+    if view is None:
+        return body, route
+    seen = view.body(body)
+    if seen is not None:
+        return seen, view.route
+    # LiteLLM's auth was handed the body in its shape already (`seen_by_auth`), or the route refuses it.
+    return body, view.route if view.auth_reads else route
 
 
 def mount_without_model_calls(router: APIRouter) -> None:

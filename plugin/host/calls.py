@@ -22,6 +22,7 @@ from litellm.proxy.route_llm_request import ProxyModelNotFoundError
 
 from ..cohere.errors import CohereError, call_failure_message, cohere_status, redact
 from ..cohere.schema import decode_json_body, parse_chat_request
+from .app import seen_by_auth
 from .keys import Caller, share_json_body
 
 # Turns LiteLLM's own OpenAI-format SSE frames into the frames we send.
@@ -59,7 +60,7 @@ async def caller_or_refusal(*args: Any, **kwargs: Any) -> Caller | CohereError:
                 parse_chat_request(body)
             except CohereError as refusal:
                 return refusal
-        share_json_body(request, parsed)
+        share_json_body(request, seen_by_auth(parsed, request.url.path))
     try:
         return await user_api_key_auth(*args, **kwargs)
     except Exception as error:  # noqa: BLE001  # every refusal becomes a Cohere error

@@ -122,5 +122,6 @@ def _as_openai_chat(parse: Callable[[bytes], V1Call]) -> Callable[[dict[str, Any
     return as_openai
 
 
-VIEWS = {PATH: host.LitellmView("/v1/chat/completions", _as_openai_chat(_chat_call)),
-         GENERATE_PATH: host.LitellmView("/v1/chat/completions", _as_openai_chat(_generate_call))}
+# LiteLLM's auth reads the chat each asks for: a key's `allowed_tools` applies to v1's tools as to v2's.
+VIEWS = {PATH: host.LitellmView("/v1/chat/completions", _as_openai_chat(_chat_call), auth_reads=True),
+         GENERATE_PATH: host.LitellmView("/v1/chat/completions", _as_openai_chat(_generate_call), auth_reads=True)}
