@@ -37,7 +37,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from plugin.auth.ledger import SWEEP_MOST, Admission, Budget, Limits, RedisLedger, SqliteLedger
+from plugin.limits.ledger import SWEEP_MOST, Admission, Budget, Limits, RedisLedger, SqliteLedger
 
 from .auth_overhead import redis_server
 from .compare_routes import percentile
@@ -62,7 +62,7 @@ class Clock:
 
 
 class Key:
-    """One virtual key's counters, named as plugin/auth/keys.py names them (one hash tag)."""
+    """One virtual key's counters, named as plugin/limits/keys.py names them (one hash tag)."""
 
     def __init__(self) -> None:
         owner = f"mpilot:{{key:{uuid.uuid4().hex}{uuid.uuid4().hex}}}"

@@ -11,8 +11,8 @@ from litellm.integrations.custom_logger import CustomLogger
 
 from . import host
 from .auth.hook import mpilot_auth
-from .auth.ledger import SqliteLedger
 from .auth.spend import key_spend
+from .limits.ledger import SqliteLedger
 from .routes import chat, chat_v1, embed, health, key_info, models, not_found
 
 
@@ -45,6 +45,7 @@ class CohereV2Chat(CustomLogger):
             except (OSError, sqlite3.Error) as error:
                 refuse_to_start(f"the limits ledger {ledger} cannot be opened ({error}); set "
                                 "mpilot.limits.ledger_path to a writable file, or give the proxy a Redis")
+        host.limit_request_bodies(auth.limits.max_request_bytes)
         host.mount_as(chat.router, chat.VIEWS)
         host.mount_as(chat_v1.router, chat_v1.VIEWS)
         host.mount_as(embed.router, embed.VIEWS)

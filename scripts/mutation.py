@@ -66,9 +66,9 @@ TARGETS = [
     "plugin/cohere/models.py",
     "plugin/cohere/tokenize.py",
     "plugin/auth/tokens.py",
-    "plugin/auth/keys.py",
-    "plugin/auth/ledger.py",
-    "plugin/auth/allowance.py",
+    "plugin/limits/keys.py",
+    "plugin/limits/ledger.py",
+    "plugin/limits/allowance.py",
     "plugin/auth/spend.py",
 ]
 
@@ -103,14 +103,14 @@ DESELECTED = ("[cluster]",)
 # behaviour is pinned by tests/test_ledger.py against a real Redis (a mutant's "" script would only show
 # that Redis refuses an empty script); what Python passes to them is mutated.
 NOT_PYTHON: dict[str, frozenset[str]] = {
-    "plugin/auth/ledger.py": frozenset({"_RATE_WINDOW", "_HOLDS", "_ADMIT", "_SETTLE", "_GIVE_BACK", "_RATE",
+    "plugin/limits/ledger.py": frozenset({"_RATE_WINDOW", "_HOLDS", "_ADMIT", "_SETTLE", "_GIVE_BACK", "_RATE",
                                         "_RENAME"}),
 }
 
 # Mutants that cannot change what the code does, by (file, definition, the changed line, change), each with
 # why. Keep this short and honest: a mutant listed here is never run, and an entry that matches no mutant
 # any more (the line changed) is reported, to be checked again.
-_LEDGER = "plugin/auth/ledger.py"
+_LEDGER = "plugin/limits/ledger.py"
 _TYPE_ONLY = "a type alias: nothing checks a Literal's values at run time"
 _NEVER_PURGED = "any time before the clock's last second purges at the next step, 0.0 and 1.0 alike"
 _NO_TOTALS_YET = "a file below version 2 has no `held` table until this transaction makes it: nothing to delete"
@@ -197,11 +197,11 @@ EQUIVALENT: dict[tuple[str, str, str, str], str] = {
         "a curve that is not in the table gets no algorithms either way",
     ("plugin/auth/tokens.py", "JwksCache._wants_refresh", "return False", "`return False` -> `return None`"):
         "its caller only tests its truth",
-    ("plugin/auth/keys.py", "VirtualKey", 'source: Literal["config", "proxy"]', "'config' -> ''"):
+    ("plugin/limits/keys.py", "VirtualKey", 'source: Literal["config", "proxy"]', "'config' -> ''"):
         "a dataclass does not check its annotations",
-    ("plugin/auth/keys.py", "VirtualKey", 'source: Literal["config", "proxy"]', "'proxy' -> ''"):
+    ("plugin/limits/keys.py", "VirtualKey", 'source: Literal["config", "proxy"]', "'proxy' -> ''"):
         "a dataclass does not check its annotations",
-    ("plugin/auth/keys.py", "_datetime", 'parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))',
+    ("plugin/limits/keys.py", "_datetime", 'parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))',
      "'+00:00' -> '' in argument 2 of `str(value).replace`"):
         "Python 3.11 reads `Z` itself; a time without a zone is taken as UTC anyway",
     # The money code: ledger.py (its Python side), allowance.py, spend.py.
@@ -291,19 +291,19 @@ EQUIVALENT: dict[tuple[str, str, str, str], str] = {
      "1000 -> 1001 in `count=`"): "how many names each SCAN round trip asks for, not which",
     (_LEDGER, "RedisLedger.rename", 'await self._client.set(RENAMED_MARK, "1")',
      "'1' -> '' in argument 2 of `self._client.set`"): "the mark is read for being there, not for its value",
-    ("plugin/auth/allowance.py", "Allowances.keep",
+    ("plugin/limits/allowance.py", "Allowances.keep",
      "amount = limits.budget.amount if limits.budget is not None else 0",
      "0 -> 1 in `limits.budget.amount if limits.budget...`"):
         "without a budget there is no hold: what is given back of it is skipped by every ledger",
-    ("plugin/auth/allowance.py", "Allowances.keep",
+    ("plugin/limits/allowance.py", "Allowances.keep",
      "own = part_of(admission.reservation, amount, 0) if admission.reservation and amount > 0 else None",
      "`and` -> `or` in `admission.reservation and amount > 0`"): _HOLD_IFF_AMOUNT,
-    ("plugin/auth/allowance.py", "Allowances.keep",
+    ("plugin/limits/allowance.py", "Allowances.keep",
      "own = part_of(admission.reservation, amount, 0) if admission.reservation and amount > 0 else None",
      "`>` -> `>=` in `amount > 0`"): _HOLD_IFF_AMOUNT,
-    ("plugin/auth/allowance.py", "Allowances._give_back", "self._giving_back.add(task)",
+    ("plugin/limits/allowance.py", "Allowances._give_back", "self._giving_back.add(task)",
      "delete `self._giving_back.add(task)`"): _TASK_KEPT,
-    ("plugin/auth/allowance.py", "Allowances._give_back", "task.add_done_callback(self._giving_back.discard)",
+    ("plugin/limits/allowance.py", "Allowances._give_back", "task.add_done_callback(self._giving_back.discard)",
      "delete `task.add_done_callback(self._giving_back.discard)`"): _TASK_KEPT,
     ("plugin/auth/spend.py", "<module>", "_REMEMBERED = 10_000  # call ids remembered so that a call is settled once",
      "10000 -> 10001"): "how many names are remembered; tests/test_spend_memory.py pins that the oldest go",

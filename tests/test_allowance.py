@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from plugin import host
-from plugin.auth import allowance
 from plugin.auth.hook import MPilotAuth
-from plugin.auth.ledger import BATCH_ROOM
+from plugin.limits import allowance
+from plugin.limits.ledger import BATCH_ROOM
 
 from .test_reservation_bound import BOUND, ESTIMATE, Lookups, held, hook
 
@@ -170,7 +170,7 @@ def test_spend_kept_under_an_earlier_releases_names_still_counts(tmp_path: Path,
     """An upgrade does not hand a key its budget again: the process's first step moves the counters of the
     layout releases up to 0.1 used (`mpilot:nanos:key:<id>`) to today's names, before it admits anything."""
     from plugin.auth.hook import Refused
-    from plugin.auth.ledger import to_nanos
+    from plugin.limits.ledger import to_nanos
 
     Lookups(monkeypatch)
     auth = hook(tmp_path, budget_nanos=to_nanos(1.0))

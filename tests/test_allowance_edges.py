@@ -17,9 +17,9 @@ import redis.asyncio
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from plugin.auth.allowance import Allowances
 from plugin.auth.hook import MPilotAuth
-from plugin.auth.ledger import Admission, Budget, Limits, RedisLedger, SqliteLedger, StoreUnavailable, part_of
+from plugin.limits.allowance import Allowances
+from plugin.limits.ledger import Admission, Budget, Limits, RedisLedger, SqliteLedger, StoreUnavailable, part_of
 
 from .loopback import free_port
 from .test_ledger import CENT, Clock, counter

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from plugin.auth.journal import Journal, Settlement
-from plugin.auth.ledger import Budget, Limits, SqliteLedger, StoreUnavailable
+from plugin.limits.journal import Journal, Settlement
+from plugin.limits.ledger import Budget, Limits, SqliteLedger, StoreUnavailable
 
 COUNTER = "mpilot:{key:journal}:nanos"
 TEAM = "mpilot:{team:journal}:nanos"
@@ -92,7 +92,7 @@ def test_a_reservation_is_taken_back_when_replayed(tmp_path: Path, ledger: Sqlit
 WRITER = """
 import os, sys
 from pathlib import Path
-from plugin.auth.journal import Journal, Settlement
+from plugin.limits.journal import Journal, Settlement
 journal = Journal(Path(sys.argv[1]), 1 << 20)
 for n in range(int(sys.argv[2])):
     journal.record(Settlement(f"dead-{os.getpid()}-{n}", None, 100, (("mpilot:{key:journal}:nanos", 3600),)))
@@ -163,8 +163,8 @@ def test_a_new_process_settles_the_journals_it_finds_at_its_first_request(tmp_pa
     """A proxy restarted during an outage: its first request (any, the master key's too) asks the store, and
     the store's first answer settles what the process before it journalled."""
     from plugin import host
-    from plugin.auth.guard import StoreGuard
     from plugin.auth.hook import MPilotAuth
+    from plugin.limits.guard import StoreGuard
 
     folder = tmp_path / "journal"
     writer(folder, 2, stay=False).wait(10)

@@ -17,7 +17,7 @@ import pytest
 import redis.asyncio
 import redis.cluster
 
-from plugin.auth.ledger import (
+from plugin.limits.ledger import (
     Admission,
     Budget,
     Ledger,
@@ -273,7 +273,7 @@ def test_a_new_sqlite_ledger_uses_small_pages_in_wal_mode(tmp_path: Path) -> Non
     """Each step writes the pages it changed to the write-ahead log: 1 KiB pages, not SQLite's 4 KiB."""
     import sqlite3
 
-    from plugin.auth.ledger import PAGE_BYTES
+    from plugin.limits.ledger import PAGE_BYTES
 
     path = tmp_path / "ledger.sqlite3"
     SqliteLedger.check(path)
@@ -351,7 +351,7 @@ def test_a_key_users_and_teams_spend_settle_in_their_own_steps(store: tuple[str,
     """A call's cost reaches the key's, its user's and its team's counters, which on a cluster live in
     three slots (keys.py names them under three hash tags): one step each, and a settlement made again
     under the same name (a client's retry after a timeout or a redirect) counts once."""
-    from plugin.auth.keys import config_keys, team_spend_counter, user_spend_counter
+    from plugin.limits.keys import config_keys, team_spend_counter, user_spend_counter
 
     ledger: Ledger = store[1](Clock())
     secret = uuid.uuid4().hex
@@ -381,8 +381,8 @@ def test_every_owner_is_one_slot_on_a_cluster() -> None:
     one hash tag; a user's and a team's counters have their own."""
     from redis.crc import key_slot
 
-    from plugin.auth.keys import config_keys, team_spend_counter, user_spend_counter
-    from plugin.auth.ledger import near
+    from plugin.limits.keys import config_keys, team_spend_counter, user_spend_counter
+    from plugin.limits.ledger import near
 
     (key,) = config_keys([{"key": "sk-bf-" + "s" * 32, "max_budget": 1.0, "budget_duration": "1d",
                            "user_id": "alice", "team_id": "research"}]).values()
@@ -402,7 +402,7 @@ def test_what_a_step_sweeps_is_bounded_and_only_what_is_due(store: tuple[str, An
     touched. Redis: `SWEEP_MOST` of the budget's per step (150 are gone after three steps). SQLite: its
     purge (once a second) takes `PURGE_MOST` of every budget's, and runs again at the next step when it hit
     that; the step's own sweep takes `SWEEP_MOST` of the budget's."""
-    from plugin.auth.ledger import PURGE_MOST, SWEEP_MOST
+    from plugin.limits.ledger import PURGE_MOST, SWEEP_MOST
 
     clock = Clock()
     ledger: Ledger = store[1](clock)
@@ -457,7 +457,7 @@ def test_parts_and_give_backs_keep_the_running_total_exact(store: tuple[str, Any
 def test_spend_of_an_earlier_release_moves_to_todays_names(store: tuple[str, Any]) -> None:
     """Counters under the names releases up to 0.1 used (`mpilot:nanos:key:<id>`) are added to today's
     once, their expiry kept, so an upgrade does not hand a key its budget again; done twice, nothing moves."""
-    from plugin.auth.keys import EARLIER_SPEND_PREFIX, renamed_spend_counter
+    from plugin.limits.keys import EARLIER_SPEND_PREFIX, renamed_spend_counter
 
     if store[0] == "cluster":
         pytest.skip("the earlier names' steps spanned slots: no release kept them on a cluster")
@@ -472,7 +472,7 @@ def test_spend_of_an_earlier_release_moves_to_todays_names(store: tuple[str, Any
         if store[0] == "sqlite":
             await ledger.settle(None, 7 * CENT, [(old_key, 3600), (old_user, 3600)])
         else:
-            from plugin.auth.ledger import RENAMED_MARK
+            from plugin.limits.ledger import RENAMED_MARK
 
             client = ledger._client  # noqa: SLF001  # the earlier release's writes, as it made them
             await client.delete(RENAMED_MARK)  # as on a Redis no release of today's layout has used

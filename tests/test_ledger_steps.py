@@ -23,7 +23,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.crc import key_slot
 
-from plugin.auth.ledger import (
+from plugin.limits.ledger import (
     RENAMED_MARK,
     Admission,
     Budget,

@@ -78,7 +78,7 @@ def test_documents_are_reserved_with_the_messages(proxy: ProxyProcess, fake: Fak
 
 @pytest.mark.parametrize("source", SOURCES)
 def test_batches_count_exactly_what_was_admitted(proxy: ProxyProcess, fake: FakeUpstream, source: str) -> None:
-    """A key far from its limits is admitted in batches (plugin/auth/allowance.py): once the allowances end,
+    """A key far from its limits is admitted in batches (plugin/limits/allowance.py): once the allowances end,
     the ledger counts exactly the twenty requests and their spend, and holds nothing."""
     fake.script(*[Reply(delay=0.2)] * 20)
     token = virtual_key(source, "busy")

@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 
 from plugin import host
 from plugin.auth.hook import BOUND_ROOM, MPilotAuth, Refused
-from plugin.auth.ledger import SqliteLedger
 from plugin.host.cost import text_token_bound
+from plugin.limits.ledger import SqliteLedger
 
 # Tokenizers LiteLLM has offline: o200k (gpt-4o), cl100k (gpt-3.5, and its default for unknown models),
 # Anthropic's.

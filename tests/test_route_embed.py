@@ -17,7 +17,7 @@ import httpx
 import jwt
 import pytest
 
-from plugin.auth.ledger import to_nanos
+from plugin.limits.ledger import to_nanos
 
 from .fake_upstream import EMBEDDING_DIMENSIONS, FakeUpstream, Reply, embedding_for
 from .harness import HS_SECRET, MASTER_KEY, ProxyProcess, virtual_key

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from plugin.auth.allowance import ALLOWANCE_SECONDS
+from plugin.limits.allowance import ALLOWANCE_SECONDS
 
 from .fake_upstream import FakeUpstream
 from .harness import MASTER_KEY, ProxyProcess, proxy_config_for, virtual_key

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import redis.asyncio
 
-from plugin.auth.guard import PROBE_COUNTER, StoreGuard
-from plugin.auth.ledger import Budget, Limits, RedisLedger, SqliteLedger, StoreUnavailable
+from plugin.limits.guard import PROBE_COUNTER, StoreGuard
+from plugin.limits.ledger import Budget, Limits, RedisLedger, SqliteLedger, StoreUnavailable
 
 from .redis_servers import FaultyRedis
 from .test_ledger import CENT

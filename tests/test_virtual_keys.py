@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from plugin.auth.keys import KeyConfigError, config_keys, key_id_of, parse_duration
+from plugin.limits.keys import KeyConfigError, config_keys, key_id_of, parse_duration
 
 ALPHA = "sk-bf-alpha-0123456789abcdef0123456789abcdef"
 A = "sk-bf-" + "a" * 32
@@ -138,7 +138,7 @@ def test_a_broken_mpilot_section_fails_closed(monkeypatch: pytest.MonkeyPatch) -
     ("ledger.sqlite3", "mpilot.limits must be a mapping"),
 ])
 def test_bad_limit_settings_name_the_field(section: object, fragment: str) -> None:
-    from plugin.auth.keys import limit_settings
+    from plugin.limits.keys import limit_settings
 
     with pytest.raises(KeyConfigError) as raised:
         limit_settings(section)
@@ -146,7 +146,7 @@ def test_bad_limit_settings_name_the_field(section: object, fragment: str) -> No
 
 
 def test_limit_settings_defaults() -> None:
-    from plugin.auth.keys import LimitSettings, limit_settings
+    from plugin.limits.keys import LimitSettings, limit_settings
 
     assert limit_settings(None) == LimitSettings() == limit_settings({})
     assert limit_settings({"default_max_tokens": 8}).default_max_tokens == 8
@@ -228,7 +228,7 @@ def test_has_limits(entry: dict, limited: bool) -> None:
 def test_a_keys_repr_shows_neither_the_key_nor_its_store_object() -> None:
     import dataclasses
 
-    from plugin.auth.keys import VirtualKey
+    from plugin.limits.keys import VirtualKey
 
     class Stored:
         def __repr__(self) -> str:
@@ -243,7 +243,7 @@ def test_a_keys_repr_shows_neither_the_key_nor_its_store_object() -> None:
 
 def test_limit_settings_documented_defaults_and_edges() -> None:
     """README: reservations free themselves after 900 s; 4096 tokens when none asked; bodies up to 20 MiB."""
-    from plugin.auth.keys import limit_settings
+    from plugin.limits.keys import limit_settings
 
     settings = limit_settings({})
     assert (settings.ledger_path, settings.reservation_ttl_seconds, settings.default_max_tokens,
@@ -288,8 +288,8 @@ def test_each_request_gets_its_own_caller_of_a_key() -> None:
     dicts) never reaches the next request's, nor the key store's own object."""
     from litellm.proxy._types import UserAPIKeyAuth
 
-    from plugin.auth.keys import VirtualKey
     from plugin.host import key_caller
+    from plugin.limits.keys import VirtualKey
 
     (key,) = config_keys([{"key": A, "models": ["fake"], "metadata": {"team": "a"}}]).values()
     first = key_caller(key)

@@ -30,10 +30,10 @@ from fastapi import Request
 
 from .. import host
 from ..cohere.errors import redact
-from .allowance import BATCH, Allowances
-from .guard import StoreGuard
-from .journal import Journal, Settlement
-from .keys import (
+from ..limits.allowance import BATCH, Allowances
+from ..limits.guard import StoreGuard
+from ..limits.journal import Journal, Settlement
+from ..limits.keys import (
     EARLIER_SPEND_PREFIX,
     KEY_PREFIX,
     VirtualKey,
@@ -42,7 +42,7 @@ from .keys import (
     limit_settings,
     renamed_spend_counter,
 )
-from .ledger import Admission, Budget, Ledger, Limits, SqliteLedger, StoreUnavailable, to_dollars, to_nanos
+from ..limits.ledger import Admission, Budget, Ledger, Limits, SqliteLedger, StoreUnavailable, to_dollars, to_nanos
 from .tokens import MPilotJwtVerifier, TokenRejected, jwt_settings, looks_like_jwt
 
 log = logging.getLogger("mpilot.auth")

@@ -31,7 +31,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from .sections import checked_section
+from ..sections import checked_section
 
 log = logging.getLogger("mpilot.auth")
 

@@ -32,6 +32,7 @@ from .calls import (
     complete,
     embed,
     error_from_exception,
+    limit_request_bodies,
     rerank,
     stream_error_timed_out,
 )
@@ -93,6 +94,7 @@ __all__ = [
     "bound_each_try",
     "call_id",
     "caller_or_refusal",
+    "limit_request_bodies",
     "complete",
     "embed",
     "error_from_exception",

@@ -33,12 +33,10 @@ FrameTranslator = Callable[[AsyncIterator[str | bytes]], AsyncIterator[str | byt
 async def caller_or_refusal(*args: Any, **kwargs: Any) -> Caller | CohereError:
     """The proxy's own auth (custom auth hook included), its refusal returned instead of raised so
     the route can answer it in Cohere's shape. FastAPI reads the wrapped function's header params."""
-    from ..auth.hook import mpilot_auth  # here: the auth hook itself imports this module
-
     request: Request = kwargs["request"]
     # Keep the raw body: LiteLLM's auth may consume the stream (a form content type) and we parse
     # the Cohere request from the bytes ourselves.
-    limit = mpilot_auth().limits.max_request_bytes
+    limit = _body_limit[0]
     body = await _body_within(request, limit)
     if body is None:
         return CohereError(413, f"request body is over {limit} bytes, the most this proxy accepts",
@@ -72,6 +70,12 @@ async def caller_or_refusal(*args: Any, **kwargs: Any) -> Caller | CohereError:
 
 
 _NO_DATABASE = "No connected db."
+_body_limit = [20 * 1024 * 1024]  # bytes of a request body the plugin's routes read; `limit_request_bodies`
+
+
+def limit_request_bodies(most_bytes: int) -> None:
+    """The largest body the plugin's routes read (`mpilot.limits.max_request_bytes`): larger ones get 413."""
+    _body_limit[0] = most_bytes
 
 
 async def _body_within(request: Request, limit: int) -> bytes | None:

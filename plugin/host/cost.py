@@ -12,7 +12,7 @@ from typing import Any
 
 from fastapi import Request
 
-from ..auth.ledger import to_nanos
+from ..limits.ledger import to_nanos
 from .app import as_litellm_sees
 from .keys import _parsed_body, route_of
 

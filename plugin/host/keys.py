@@ -24,8 +24,8 @@ from litellm.proxy._types import LitellmUserRoles, ProxyException, UserAPIKeyAut
 from redis.asyncio import RedisCluster
 from starlette.datastructures import QueryParams
 
-from ..auth.keys import VirtualKey
-from ..auth.ledger import Ledger, RedisLedger, SqliteLedger
+from ..limits.keys import VirtualKey
+from ..limits.ledger import Ledger, RedisLedger, SqliteLedger
 
 log = logging.getLogger("mpilot")
 Caller = UserAPIKeyAuth

@@ -11,9 +11,9 @@ from fastapi.responses import JSONResponse, Response
 
 from .. import host
 from ..auth.hook import KEY_INFO_PATH, STORE_DOWN_MESSAGE, STORE_RETRY_SECONDS, mpilot_auth
-from ..auth.keys import VirtualKey, team_spend_counter, user_spend_counter
-from ..auth.ledger import StoreUnavailable
 from ..cohere.errors import CohereError
+from ..limits.keys import VirtualKey, team_spend_counter, user_spend_counter
+from ..limits.ledger import StoreUnavailable
 from .chat import error_response
 
 PATH = KEY_INFO_PATH

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from .sections import checked_section
+from ..sections import checked_section
 
 KEY_PREFIX = "sk-bf-"
 MIN_SECRET_CHARS = 32  # after the prefix: a config key must be unguessable
