@@ -9,7 +9,7 @@ from typing import NoReturn
 
 from litellm.integrations.custom_logger import CustomLogger
 
-from . import host
+from . import __version__, host
 from .auth.hook import mpilot_auth
 from .auth.spend import key_spend
 from .limits.ledger import SqliteLedger
@@ -59,6 +59,9 @@ class CohereV2Chat(CustomLogger):
         host.bound_each_try()
         # Last, so it sees every route the plugin serves; it stays behind routes mounted after it.
         host.mount_after_plugin_routes(not_found.router)
+        print(f"MPilot plugin {__version__} loaded on LiteLLM {host.litellm_release()}: Cohere's API under "
+              "/litellm/cohere, limits counted in " + ("Redis" if host.redis_expected() else "SQLite (or the Redis "
+              "LiteLLM finds at start)"), file=sys.stderr, flush=True)
 
 
 cohere_v2_chat = CohereV2Chat()

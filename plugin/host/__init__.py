@@ -15,6 +15,7 @@ is a small adapter that names the release that changed it. By concern:
 from .app import (
     LitellmView,
     costs_nothing,
+    litellm_release,
     methods_served_at,
     mount,
     mount_after_plugin_routes,
@@ -82,6 +83,7 @@ from .releases import (
 __all__ = [
     "LitellmView",
     "costs_nothing",
+    "litellm_release",
     "methods_served_at",
     "mount",
     "mount_after_plugin_routes",

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from importlib import metadata
 from typing import Any
 
 from fastapi import APIRouter
@@ -208,3 +209,11 @@ def methods_served_at(scope: Any, prefix: str) -> list[str]:
                 and route.matches(scope)[0] != Match.NONE:
             methods.update(getattr(route, "methods", None) or ())
     return sorted(methods)
+
+
+def litellm_release() -> str:
+    """The installed LiteLLM's version, for `/mpilot/version` and the start-up line."""
+    try:
+        return metadata.version("litellm")
+    except metadata.PackageNotFoundError:
+        return "unknown"
