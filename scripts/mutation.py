@@ -13,7 +13,7 @@ and cosmic-ray changes no strings and deletes no statements; this is small and r
 
     scripts/mutate                      # every file; prints the table and the surviving mutants
     scripts/mutate plugin/cohere/errors.py --workers 1
-    scripts/mutate --markdown           # the table as README.md shows it
+    scripts/mutate --markdown           # the table as docs/testing.md shows it
 
 Unit tests only (in process, no proxy): `UNIT_TESTS`. Per-test line coverage comes from one traced run
 of them (`sys.settrace`), which picks the tests for each mutant and says which mutants sit on lines no
@@ -984,7 +984,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("files", nargs="*", help=f"files to mutate (default: all of {len(TARGETS)})")
     parser.add_argument("--workers", type=int, default=2, help="mutants run at once (default 2)")
-    parser.add_argument("--markdown", action="store_true", help="print the table as README.md has it")
+    parser.add_argument("--markdown", action="store_true", help="print the table as docs/testing.md has it")
     parser.add_argument("--uncovered", action="store_true", help="also list mutants no unit test reaches")
     parser.add_argument("--progress", action="store_true", help="one line per mutant as it finishes")
     parser.add_argument("--json", metavar="PATH", help="write every mutant's outcome here")

@@ -32,7 +32,7 @@ RERANK_SENT = {"model": "rerank-v3.5", "query": QUERY, "documents": DOCUMENTS, "
 
 
 def assert_int8_of(codes: list[list[int]], texts: list[str]) -> None:
-    """int8 codes are each vector's floats scaled to -127..127 by its peak (see README, "Embedding types")."""
+    """int8 codes are each vector's floats scaled to -127..127 by its peak (docs/endpoints.md, "Embedding types")."""
     assert len(codes) == len(texts)
     for vector, text in zip(codes, texts, strict=True):
         floats = embedding_for(text)

@@ -67,7 +67,7 @@ def test_the_routers_fallback_notes_stay_with_the_operator() -> None:
                                      "above. No fallback was attempted.", "fake") == "provider said 500"
 
 
-# The error body, as README "Errors" documents it: status -> (type, code).
+# The error body, as docs/errors-and-failures.md "Errors" documents it: status -> (type, code).
 ERROR_TABLE = [
     (400, "invalid_request_error", "invalid_request"),
     (401, "authentication_error", "unauthorized"),

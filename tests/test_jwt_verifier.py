@@ -441,7 +441,7 @@ def test_the_jwks_cooldown_and_max_age_edges(rsa_signer: Any) -> None:
 
 
 def test_the_documented_defaults() -> None:
-    """README "Configuration": leeway 10 s, JWKS cooldown 30 s and max age 300 s, 10,000 verified tokens."""
+    """docs/configuration.md: leeway 10 s, JWKS cooldown 30 s and max age 300 s, 10,000 verified tokens."""
     settings = jwt_settings({"issuer": "https://i"})
     assert (settings.leeway_seconds, settings.jwks_cooldown_seconds, settings.jwks_max_age_seconds,
             settings.verified_cache_size) == (10, 30, 300, 10_000)

@@ -242,7 +242,8 @@ def test_a_keys_repr_shows_neither_the_key_nor_its_store_object() -> None:
 
 
 def test_limit_settings_documented_defaults_and_edges() -> None:
-    """README: reservations free themselves after 900 s; 4096 tokens when none asked; bodies up to 20 MiB."""
+    """docs/configuration.md: reservations free themselves after 900 s; 4096 tokens when none asked;
+    bodies up to 20 MiB."""
     from plugin.limits.keys import limit_settings
 
     settings = limit_settings({})

@@ -2,7 +2,7 @@
 
 Not orjson, though LiteLLM brings it: on the 2-core Xeon test machines, orjson's calls in the
 proxy's event loop made a 38-chunk stream 3-4 ms (5-7%) slower end to end while each call measured
-~5 µs; the standard library's json showed no such effect (bench/stream_gap, README "Speed"). Its
+~5 µs; the standard library's json showed no such effect (bench/stream_gap, docs/performance.md). Its
 AVX-512 code paths lowering the core's clock after each call is the likely cause, not proven.
 """
 
