@@ -189,3 +189,44 @@ def test_a_file_that_cannot_be_opened_is_not_waited_for(tmp_path: Path) -> None:
         assert time.monotonic() - started < 0.5
 
     asyncio.run(scenario())
+
+
+def test_a_settlement_before_its_answer_never_waits_for_a_lock_and_is_counted_once_it_is_free(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A key without limits, answered while another process holds the SQLite file: its settlement (made
+    before the answer goes out) neither waits for the lock nor calls the store down; it is journalled and
+    counted a moment after the lock is released."""
+    from datetime import UTC, datetime
+
+    from plugin import host
+    from plugin.auth.hook import MPilotAuth
+    from plugin.limits.ledger import patience, to_nanos
+
+    path = tmp_path / "ledger.sqlite3"
+    SqliteLedger.check(path)
+    monkeypatch.setattr(host, "ledger_file", lambda name: tmp_path / name)
+    token = "sk-bf-" + "a" * 40
+    auth = MPilotAuth({"virtual_keys": [{"key": token, "user_id": "u"}]})
+    auth._ledger = StoreGuard(SqliteLedger(path), 1.0, auth._store_changed, probe_every=0.2)
+    (key_id, key), = auth.keys.items()
+
+    async def scenario() -> None:
+        locker = hold_write_lock(path, 1.0)
+        started = time.monotonic()
+        with patience(False):
+            await auth.settle(key_id, None, 0.25, 7, "call-1")
+        assert time.monotonic() - started < 0.1  # the answer was not held
+        assert auth.ledger().up and auth.journal().pending == 1
+        await asyncio.to_thread(locker.wait, 10)
+        await until(lambda: auth.journal().pending == 0, 5)
+        counter = key.spend_counter(datetime.now(UTC))
+        assert await auth.ledger().spent(counter) == to_nanos(0.25)
+        # Patient, as a stream's settlement after its end is: it waits for the lock instead.
+        locker = hold_write_lock(path, 0.3)
+        started = time.monotonic()
+        await auth.settle(key_id, None, 0.25, 7, "call-2")
+        assert 0.2 < time.monotonic() - started < 1.0 and auth.journal().pending == 0
+        assert await auth.ledger().spent(counter) == 2 * to_nanos(0.25)
+        await asyncio.to_thread(locker.wait, 10)
+
+    asyncio.run(scenario())

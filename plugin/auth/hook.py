@@ -42,7 +42,18 @@ from ..limits.keys import (
     limit_settings,
     renamed_spend_counter,
 )
-from ..limits.ledger import Admission, Budget, Ledger, Limits, SqliteLedger, StoreUnavailable, to_dollars, to_nanos
+from ..limits.ledger import (
+    Admission,
+    Budget,
+    Ledger,
+    Limits,
+    SqliteLedger,
+    StoreBusy,
+    StoreUnavailable,
+    patience,
+    to_dollars,
+    to_nanos,
+)
 from .tokens import MPilotJwtVerifier, TokenRejected, jwt_settings, looks_like_jwt
 
 log = logging.getLogger("mpilot.auth")
@@ -79,6 +90,7 @@ class MPilotAuth:
         self._started = False
         self._journal_full = False  # logged once until the journal takes settlements again
         self._replays: set[asyncio.Task[None]] = set()
+        self._soon: asyncio.Task[None] | None = None  # a replay of what a settlement that would not wait journalled
         # budget counter -> what this process last saw left of it, and the reservation it last made there
         self._room: dict[str, tuple[int, int]] = {}
         self.allowances = Allowances()
@@ -360,12 +372,26 @@ class MPilotAuth:
         try:
             await (await self.store()).settle(settlement.reservation, settlement.amount, settlement.counters,
                                               settlement.call)
-        except StoreUnavailable:
+        except StoreUnavailable as error:
             kept = self.journal().record(settlement)
             if not kept and not self._journal_full:
                 log.error("MPilot limits: the spend journal %s is full or not writable: the spend of calls "
                           "answered from now on is not counted until it takes them again", self.journal().folder)
             self._journal_full = not kept
+            if kept and isinstance(error, StoreBusy):
+                self._replay_soon()  # the store is up: no outage's end will replay it
+
+    def _replay_soon(self) -> None:
+        """The journal settled in a moment, patiently (a settlement that would not wait went there)."""
+        if self._soon is not None and not self._soon.done():
+            return
+
+        async def later() -> None:
+            await asyncio.sleep(self.ledger().probe_every)
+            with patience(True):
+                await self._replay(was_down=False)
+
+        self._soon = asyncio.get_running_loop().create_task(later())
 
     async def release(self, reservation: str | None) -> None:
         """A call that failed, or never started: its reservation is given back whole (while the store is

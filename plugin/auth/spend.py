@@ -1,14 +1,15 @@
-"""Settles each call of a virtual key in the ledger: its reservation is replaced by what it cost (added
-to the key's, its user's and its team's spend) and its tokens count against the key's tokens per minute.
+"""Settles each call of a virtual key in the ledger: its reservation is replaced by what it cost (added to the
+key's, its user's and its team's spend) and its tokens count against the key's tokens per minute.
 
 LiteLLM computes the cost. A non-stream answer is settled from LiteLLM's post-call hook. On the SQLite
-ledger that is a local transaction that never yields, done before the answer is sent, so a proxy that
-dies right after answering loses no spend. On Redis it runs in a task of its own as the answer goes
-out: awaiting the round trip first hands the event loop to LiteLLM's deferred logging before the
-answer leaves (+5 ms p50, bench/auth_overhead). Until it lands, about a millisecond later, the call's
-reservation (at least its cost when `max_tokens` is set) keeps its place in the budget; a proxy killed
-in that millisecond loses the call's spend (the hold expires unspent). A stream's cost is known only
-once it ends, and is settled from LiteLLM's success callback, streams cut short by the client included.
+ledger that is a local transaction that never yields, done before the answer is sent, so a proxy that dies
+right after answering loses no spend; a file another process holds locked is not waited for there (the
+settlement goes to the journal and is counted a moment later, `ledger.patience`). On Redis it runs in a task
+of its own as the answer goes out: awaiting the round trip first hands the event loop to LiteLLM's deferred
+logging before the answer leaves (+5 ms p50, bench/auth_overhead). Until it lands, about a millisecond
+later, the call's reservation (at least its cost when `max_tokens` is set) keeps its place in the budget; a
+proxy killed in that millisecond loses the call's spend (the hold expires unspent). A stream's cost is known
+only once it ends, and is settled from LiteLLM's success callback, streams cut short by the client included.
 A call that fails gives its reservation back whole.
 """
 
@@ -22,6 +23,7 @@ from typing import Any
 from litellm.integrations.custom_logger import CustomLogger
 
 from .. import host
+from ..limits.ledger import patience
 from .hook import mpilot_auth
 
 log = logging.getLogger("mpilot.auth")
@@ -45,7 +47,8 @@ class KeySpend(CustomLogger):
         settling = self._settle(key_id, reservation, hidden.get("response_cost"),
                                 getattr(usage, "total_tokens", 0) or 0, settlement)
         if mpilot_auth().ledger().local:
-            await settling
+            with patience(False):  # before the answer: a file another process holds goes to the journal
+                await settling
             return None
         task = asyncio.create_task(settling)  # settles as the answer goes out (see the module's docstring)
         self._settling.add(task)

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .ledger import Admission, Ledger, Limits, StoreUnavailable
+from .ledger import Admission, Ledger, Limits, StoreBusy, StoreUnavailable
 
 PROBE_COUNTER = "mpilot:{ledger}:probe"  # what a probe counts: a write, as every step of the ledger is
 STORE_NAMES = {"redis": "Redis", "sqlite": "SQLite"}
@@ -58,6 +58,8 @@ class StoreGuard:
         except TimeoutError:
             self._went_down(f"{STORE_NAMES.get(self.kind, self.kind)} ledger: no answer within {seconds:g} s")
             raise StoreUnavailable(self.reason) from None
+        except StoreBusy:
+            raise  # a step that chose not to wait: the store may well be up
         except StoreUnavailable as error:
             self._went_down(str(error))
             raise

@@ -1,18 +1,19 @@
-"""Spend that could not be settled when its call was answered (the ledger's store was down), kept on
-local disk until the store is back, then settled exactly once, in the order it was answered.
+"""Spend that could not be settled when its call was answered (the ledger's store was down), kept on local disk
+until the store is back, then settled exactly once, in the order it was answered.
 
-Each process appends to a file of its own (`journal-<pid>-<random>.jsonl` in `folder`), which it holds
-an exclusive `flock` on while it lives: one JSON line per settlement (`{"settle": {...}}`), one per
-settlement done (`{"done": call}`), each written with a single `write` to a file opened `O_APPEND`, so
-a line is whole or absent (a torn last line, from a machine that lost power mid-write, is skipped). The
-settlements a process journalled are settled by it when the store is back; a file whose process died
-(its lock is free) is settled by the next process that replays, then deleted. A replayed settlement
-carries its call's name, which the ledger counts once (`ledger.SETTLED_MEMORY_SECONDS`), and is marked
-done before the next, so a replay cut short and run again counts each once.
+Each process appends to a file of its own (`journal-<pid>-<random>.jsonl` in `folder`), which it holds an
+exclusive `flock` on while it lives: one JSON line per settlement (`{"settle": {...}}`), one per settlement
+done (`{"done": call}`), each written with a single `write` to a file opened `O_APPEND`, so a line is whole
+or absent (a torn last line, from a machine that lost power mid-write, is skipped). The settlements a
+process journalled are settled by it when the store is back; a file whose process died (its lock is free) is
+settled by the next process that replays, then deleted. A replayed settlement carries its call's name, which
+the ledger counts once (`ledger.SETTLED_MEMORY_SECONDS`), and is marked done before the next, so a replay
+cut short and run again counts each once.
 
-Bounded: past `max_bytes` of pending settlements a process journals no more (and says so); its file is
-emptied once all it holds is settled. Written to the page cache, not synced: a proxy killed by a signal
-loses nothing; a machine that loses power may lose the last second or so. Knows nothing of LiteLLM.
+Bounded: past `max_bytes` written since its file was last emptied a process journals no more (and says so);
+its file is emptied whenever all it holds is settled. Written to the page cache, not synced: a proxy killed
+by a signal loses nothing; a machine that loses power may lose the last second or so. Knows nothing of
+LiteLLM.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ class Journal:
         self.max_bytes = max_bytes
         self._fd: int | None = None
         self._path: Path | None = None
-        self._bytes = 0  # pending settlements' bytes in this process's file
+        self._bytes = 0  # bytes of settlements written to this process's file since it was last emptied
         self._pending: OrderedDict[str, Settlement] = OrderedDict()
         self._replaying = False
 

@@ -23,12 +23,14 @@ each done once per call (`SETTLED_MEMORY_SECONDS`), so a settlement a client ret
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
@@ -87,6 +89,25 @@ Refusal = Literal["requests", "tokens", "budget"]
 class StoreUnavailable(Exception):
     """The ledger's store could not be reached or could not take the step (down, failing over, locked):
     nothing of the step was counted. Names the store, never a key."""
+
+
+class StoreBusy(StoreUnavailable):
+    """A step asked not to wait (`patience(False)`) found the store busy (another process holds the SQLite
+    file's write lock): nothing was counted, and the store is not known to be down."""
+
+
+_waits: ContextVar[bool] = ContextVar("mpilot_ledger_waits", default=True)
+
+
+@contextlib.contextmanager
+def patience(waits: bool) -> Iterator[None]:
+    """Whether the SQLite steps run inside may wait for another process's lock (they retry until their
+    bound) or fail at once with `StoreBusy`: a settlement made before its answer goes out must not hold it."""
+    token = _waits.set(waits)
+    try:
+        yield
+    finally:
+        _waits.reset(token)
 
 
 @dataclass(frozen=True)
@@ -257,6 +278,8 @@ class SqliteLedger:
                     locked = error
                 else:
                     return self._step(db, step, *args)
+            if not _waits.get():
+                raise StoreBusy(f"SQLite ledger {self.path.name}: {locked}")
             if time.monotonic() + pause > waited_until:
                 raise StoreUnavailable(f"SQLite ledger {self.path.name}: {locked} (another process has held "
                                        f"its write lock for {self._busy_seconds:g} s)")
